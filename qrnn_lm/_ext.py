@@ -1,0 +1,149 @@
+"""Loads the compiled fo-pooling kernels (the ``torch.ops.qrnn_lm`` ops).
+
+Order of attempts, once per process:
+
+1. ``import qrnn_lm._C``, the extension built by ``pip install``; skipped when
+   ``qrnn_lm/_build_info.json`` says it was built against another torch
+   (loading it would fail on missing symbols or, worse, misbehave);
+2. a JIT build of the CPU sources in ``csrc/`` with
+   ``torch.utils.cpp_extension.load`` (plus the CUDA sources only when a GPU
+   is visible and a toolkit exists); ``QRNN_LM_NO_JIT=1`` skips it;
+3. otherwise the pure-PyTorch references, with one warning saying why and how
+   to fix it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_lock = threading.Lock()
+_state = {"loaded": None, "how": None, "why": None}
+
+_PKG = Path(__file__).resolve().parent
+
+
+def _csrc_dir() -> Path | None:
+    # source checkout (editable install or PYTHONPATH) first, then the copy
+    # that setup.py ships inside the package
+    for d in (_PKG.parent / "csrc", _PKG / "_csrc"):
+        if (d / "fo_pool.cpp").is_file():
+            return d
+    return None
+
+
+def _torch_base(v: str) -> str:
+    return v.split("+")[0]
+
+
+def _try_prebuilt() -> str | None:
+    """Imports qrnn_lm._C; returns None on success, else the reason."""
+    info_path = _PKG / "_build_info.json"
+    if info_path.is_file():
+        try:
+            built = json.loads(info_path.read_text()).get("torch")
+        except (OSError, ValueError):
+            built = None
+        if built and built != torch.__version__:
+            return (f"the compiled extension was built against torch {built} but "
+                    f"torch {torch.__version__} is installed")
+    try:
+        import qrnn_lm._C  # noqa: F401  (registers torch.ops.qrnn_lm.*)
+    except ImportError as e:
+        return f"qrnn_lm._C could not be imported ({e})"
+    except OSError as e:
+        return f"qrnn_lm._C could not be loaded ({e})"
+    return None
+
+
+def _try_jit() -> str | None:
+    if os.environ.get("QRNN_LM_NO_JIT", "") not in ("", "0"):
+        return "QRNN_LM_NO_JIT is set"
+    src = _csrc_dir()
+    if src is None:
+        return "the csrc/ sources are not available for a JIT build"
+    from torch.utils import cpp_extension
+    sources = sorted(str(p) for p in src.glob("*.cpp"))
+    flags = ["-O3"]
+    cuda = False
+    if torch.cuda.is_available() and torch.version.cuda and cpp_extension.CUDA_HOME:
+        sources += sorted(str(p) for p in src.glob("*.cu"))
+        cuda = True
+    if os.environ.get("QRNN_LM_DEBUG", "") not in ("", "0"):
+        flags = ["-O0", "-g"]
+    try:
+        cpp_extension.load(
+            name="qrnn_lm_jit_cuda" if cuda else "qrnn_lm_jit",
+            sources=sources,
+            extra_cflags=flags + (["-DQRNN_LM_WITH_CUDA"] if cuda else []),
+            extra_cuda_cflags=["-O3", "--use_fast_math"] if cuda else None,
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as e:  # compiler missing, build error, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the JIT build from {src} failed ({first})"
+    return None
+
+
+def load() -> bool:
+    """Loads the kernels once; returns True when compiled ops are registered."""
+    with _lock:
+        if _state["loaded"] is not None:
+            return _state["loaded"]
+        if hasattr(torch.ops.qrnn_lm, "fo_pool") and _has_kernel("fo_pool", "CPU"):
+            # already registered (e.g. imported by hand)
+            _state.update(loaded=True, how="already loaded")
+            return True
+        why = _try_prebuilt()
+        if why is None:
+            _state.update(loaded=True, how="qrnn_lm._C")
+            return True
+        why_jit = _try_jit()
+        if why_jit is None:
+            _state.update(loaded=True, how="JIT build", why=why)
+            return True
+        _state.update(loaded=False, why=f"{why}; {why_jit}")
+        warnings.warn(
+            f"qrnn_lm: compiled fo-pooling kernels unavailable ({why}; {why_jit}); "
+            "using the slow pure-PyTorch reference. Fix: run "
+            "`pip install --no-build-isolation .` (or `-e .`) in the qrnn_lm "
+            "source directory with the torch you run with.",
+            RuntimeWarning, stacklevel=3)
+        return False
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"qrnn_lm::{op}", key)
+    except RuntimeError:
+        return False
+
+
+_devices_cache: frozenset | None = None
+
+
+def compiled_devices() -> frozenset:
+    """Device types served by compiled kernels in this process."""
+    global _devices_cache
+    if _devices_cache is None:
+        devices = set()
+        if load():
+            if _has_kernel("fo_pool", "CPU"):
+                devices.add("cpu")
+            if _has_kernel("fo_pool", "CUDA"):
+                devices.add("cuda")
+            from . import ops
+            ops._register_python_side()
+        _devices_cache = frozenset(devices)
+    return _devices_cache
+
+
+def info() -> dict:
+    """How the kernels were (or were not) loaded, for diagnostics."""
+    compiled_devices()
+    return dict(_state)
