@@ -1,0 +1,351 @@
+"""``python -m qrnn_lm prepare``: corpus -> prepared dataset directory.
+
+    python -m qrnn_lm prepare --train train.txt --valid valid.txt [--test test.txt] \\
+        --out data/ja --tokenizer mecab --vocab-size 30000 --rare pos+kmeans --buckets 256
+
+writes (see docs/DESIGN.md section 3)::
+
+    vocab.json             the Vocabulary (tokenizer settings, kept words and
+                           counts, buckets, every rare word's bucket)
+    {split}.ids.npy        int32 output ids, `</s>` after every line
+    {split}.rare_logp.npy  float32 log P(word | bucket), 0 for kept words
+    {split}.meta.json      tokens, lines, characters (+1 per line end), ...
+    sentencepiece.model    (--tokenizer sentencepiece)
+
+``--corpus debian-ja`` or ``--wiki-dump FILE [--sample N]`` replace
+``--train/--valid/--test``: the text is first extracted to ``OUT/corpus/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .corpus import TextNormalizer, read_text
+from .errors import QrnnLmError
+from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
+                         train_sentencepiece)
+from .vocab import RARE_MODES, Vocabulary, ppmi_svd_vectors, read_vec_file
+
+SPLITS = ("train", "valid", "test")
+_COPY_CHUNK = 1 << 22
+
+
+class _RawWriter:
+    """Append numpy arrays to a raw file, then turn it into a .npy (the
+    length is unknown until the stream ends)."""
+
+    def __init__(self, path: str, dtype):
+        self.path, self.dtype, self.n = path, np.dtype(dtype), 0
+        self._f = open(path + ".tmp", "wb")
+
+    def write(self, a: np.ndarray) -> None:
+        a = np.ascontiguousarray(a, dtype=self.dtype)
+        self._f.write(a.tobytes())
+        self.n += len(a)
+
+    def close_raw(self) -> np.memmap:
+        self._f.close()
+        if self.n == 0:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(self.path + ".tmp", dtype=self.dtype, mode="r", shape=(self.n,))
+
+    def finish(self, transform=None) -> None:
+        """Write ``path`` as .npy from the raw data (optionally mapped by
+        ``transform(chunk) -> array``) and delete the raw file."""
+        raw = self.close_raw()
+        first = transform(raw[:0]) if transform else raw[:0]
+        out = np.lib.format.open_memmap(self.path, mode="w+", dtype=first.dtype,
+                                        shape=(self.n,))
+        for s in range(0, self.n, _COPY_CHUNK):
+            chunk = np.asarray(raw[s:s + _COPY_CHUNK])
+            out[s:s + len(chunk)] = transform(chunk) if transform else chunk
+        out.flush()
+        del out, raw
+        os.remove(self.path + ".tmp")
+
+
+def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
+                    normalizer: TextNormalizer, seed: int, workers: int):
+    if name == "mecab":
+        return MecabTokenizer()
+    if name == "char":
+        return CharTokenizer()
+    if name == "sentencepiece":
+        return train_sentencepiece(read_text(train_path, normalizer),
+                                   os.path.join(out, "sentencepiece"), vocab_size,
+                                   seed=seed, threads=max(1, workers))
+    raise QrnnLmError(f"unknown --tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}.")
+
+
+def prepare(train: str, valid: str | None, test: str | None, out: str, *,
+            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos",
+            buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
+            workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
+            window: int = 2, context_words: int = 5000, vector_dim: int = 64,
+            progress: bool = False, log=None) -> Vocabulary:
+    """Prepare a dataset directory; returns the Vocabulary. See the module docstring."""
+    log = log or (lambda msg: None)
+    if rare not in RARE_MODES:
+        raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
+    if rare in ("kmeans", "pos+kmeans") and not buckets:
+        raise QrnnLmError(f"--rare {rare} needs --buckets K.")
+    if workers < 1:
+        raise QrnnLmError("--workers must be at least 1.")
+    for name, path in (("train", train), ("valid", valid), ("test", test)):
+        if path is not None and not os.path.isfile(path):
+            raise QrnnLmError(f"--{name} file {path} does not exist.")
+    if vectors is not None and not os.path.isfile(vectors):
+        raise QrnnLmError(f"--vectors file {vectors} does not exist.")
+    os.makedirs(out, exist_ok=True)
+    normalizer = TextNormalizer(nfkc=nfkc, max_line_chars=max_line_chars)
+    t0 = time.time()
+    tok = _make_tokenizer(tokenizer, train, out, vocab_size, normalizer, seed, workers)
+    if tokenizer == "sentencepiece":
+        vocab_size = max(vocab_size, 1 << 30)  # keep every piece that occurs
+    # ---- pass over train: type ids of (surface, pos) pairs; 0 is `</s>`
+    type_index: dict = {}
+    types: list = [None]
+    stats: dict = {}
+    writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
+    lines = chars = 0
+    for chunk in tokenize_stream(tok, read_text(train, normalizer, stats), workers,
+                                 progress=progress, desc="train", directory=out):
+        remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
+        remap[0] = 0
+        for j, t in enumerate(chunk.types, start=1):
+            g = type_index.get(t)
+            if g is None:
+                g = type_index[t] = len(types)
+                types.append(t)
+            remap[j] = g
+        writer.write(remap[chunk.ids])
+        lines += chunk.lines
+        chars += chunk.characters
+    type_stream = writer.close_raw()
+    counts = np.zeros(len(types), dtype=np.int64)
+    for s in range(0, len(type_stream), _COPY_CHUNK):
+        counts += np.bincount(type_stream[s:s + _COPY_CHUNK], minlength=len(types))
+    log(f"train: {lines} lines, {len(type_stream)} tokens, {len(types) - 1} (word, POS) "
+        f"types, tokenized in {time.time() - t0:.1f}s")
+    # ---- vocabulary
+    type_counts = {types[g]: int(counts[g]) for g in range(1, len(types))}
+    if tokenizer == "sentencepiece":
+        # Every piece is an output, also those the training text never used
+        # (byte-fallback pieces): the model can then spell anything itself.
+        for piece in tok.pieces():
+            type_counts.setdefault((piece, "piece"), 0)
+    vec_fn = None
+    if rare in ("kmeans", "pos+kmeans"):
+        if vectors is not None:
+            def vec_fn(words):
+                table = read_vec_file(vectors, words)
+                dims = {v.shape[0] for v in table.values()}
+                dim = dims.pop() if dims else 1
+                x = np.zeros((len(words), dim), dtype=np.float32)
+                has = np.zeros(len(words), dtype=bool)
+                for i, w in enumerate(words):
+                    v = table.get(w)
+                    if v is not None:
+                        x[i], has[i] = v, True
+                n = np.linalg.norm(x, axis=1, keepdims=True)
+                return x / np.maximum(n, 1e-12), has
+        else:
+            def vec_fn(words):
+                t1 = time.time()
+                surfaces = sorted({t[0] for t in types[1:]})
+                word_of = {w: i + 1 for i, w in enumerate(surfaces)}  # 0: `</s>`
+                type_to_word = np.zeros(len(types), dtype=np.int32)
+                for g in range(1, len(types)):
+                    type_to_word[g] = word_of[types[g][0]]
+                rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
+                x, has = ppmi_svd_vectors(_Mapped(type_stream, type_to_word), rows,
+                                          len(surfaces) + 1, window=window,
+                                          context_words=context_words, dim=vector_dim,
+                                          seed=seed)
+                log(f"vectors: {int(has.sum())}/{len(words)} rare words, dim {x.shape[1]}, "
+                    f"{time.time() - t1:.1f}s")
+                return x, has
+    vocab = Vocabulary.build(
+        type_counts, lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
+        pos_depth=pos_depth, seed=seed, vectors=vec_fn, tokenizer_config=tok.to_dict(),
+        normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
+        extra={"vectors": vectors or ("corpus" if vec_fn else None)})
+    vocab.directory = os.path.abspath(out)
+    vocab._tokenizer = tok
+    vocab.save(out)
+    n_rare = len(vocab.rare_words)
+    log(f"vocabulary: {len(vocab)} outputs ({len(vocab.word_to_id)} words, "
+        f"{len(vocab.buckets)} buckets, </s>), {n_rare} rare words")
+
+    # ---- map train through lookup tables over its types
+    out_id = np.empty(len(types), dtype=np.int32)
+    out_lp = np.zeros(len(types), dtype=np.float32)
+    out_id[0] = vocab.eos_id
+    for g in range(1, len(types)):
+        out_id[g], out_lp[g] = vocab.lookup(*types[g])
+    ids_path = os.path.join(out, "train.ids.npy")
+    _npy_from(type_stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
+    writer.finish(lambda c: out_id[c])
+    bucket_tokens = int(sum(counts[g] for g in range(1, len(types))
+                            if vocab.is_bucket(int(out_id[g]))))
+    _write_meta(out, "train", int(counts.sum()), lines, chars, stats, train,
+                vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
+    del type_stream
+    # ---- valid / test
+    for split, path in (("valid", valid), ("test", test)):
+        if path is None:
+            continue
+        _encode_split(vocab, tok, split, path, out, normalizer, workers, progress)
+    log(f"done in {time.time() - t0:.1f}s: {os.path.abspath(ids_path)} ...")
+    return vocab
+
+
+class _Mapped:
+    """``table[stream[i]]`` without materialising it (slices only)."""
+
+    def __init__(self, stream, table):
+        self.stream, self.table = stream, table
+
+    def __len__(self):
+        return len(self.stream)
+
+    def __getitem__(self, sl):
+        return self.table[np.asarray(self.stream[sl])]
+
+
+def _npy_from(raw, path, transform):
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=transform(raw[:0]).dtype,
+                                    shape=(len(raw),))
+    for s in range(0, len(raw), _COPY_CHUNK):
+        c = np.asarray(raw[s:s + _COPY_CHUNK])
+        out[s:s + len(c)] = transform(c)
+    out.flush()
+    del out
+
+
+def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress):
+    cache: dict = {}
+    stats: dict = {}
+    w_ids = _RawWriter(os.path.join(out, f"{split}.ids.npy"), np.int32)
+    w_lp = _RawWriter(os.path.join(out, f"{split}.rare_logp.npy"), np.float32)
+    lines = chars = unseen = in_bucket = 0
+    for chunk in tokenize_stream(tok, read_text(path, normalizer, stats), workers,
+                                 progress=progress, desc=split, directory=out):
+        m_id = np.empty(len(chunk.types) + 1, dtype=np.int32)
+        m_lp = np.zeros(len(chunk.types) + 1, dtype=np.float32)
+        m_id[0] = vocab.eos_id
+        new = np.zeros(len(chunk.types) + 1, dtype=bool)
+        for j, t in enumerate(chunk.types, start=1):
+            r = cache.get(t)
+            if r is None:
+                i, lp = vocab.lookup(*t)
+                r = cache[t] = (i, lp, t[0] not in vocab.word_to_id
+                                and t[0] not in vocab.rare_words)
+            m_id[j], m_lp[j], new[j] = r
+        w_ids.write(m_id[chunk.ids])
+        w_lp.write(m_lp[chunk.ids])
+        unseen += int(new[chunk.ids].sum())
+        in_bucket += int(vocab._is_bucket[m_id[chunk.ids]].sum())
+        lines += chunk.lines
+        chars += chunk.characters
+    w_ids.finish()
+    w_lp.finish()
+    _write_meta(out, split, w_ids.n, lines, chars, stats, path, vocab,
+                bucket_tokens=in_bucket, unseen_tokens=unseen)
+
+
+def _write_meta(out, split, tokens, lines, chars, stats, source, vocab, **extra):
+    meta = {"tokens": int(tokens), "lines": int(lines), "characters": int(chars),
+            "source": os.path.abspath(source), "invalid_utf8": int(stats.get("invalid_utf8", 0)),
+            "tokenizer": vocab.tokenizer_config["type"], "rare": vocab.rare_mode,
+            "vocab_size": len(vocab), **{k: int(v) for k, v in extra.items()}}
+    with open(os.path.join(out, f"{split}.meta.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m qrnn_lm prepare",
+        description="Tokenize a corpus and build a vocabulary with rare-word buckets.")
+    src = p.add_argument_group("corpus (one of --train, --corpus, --wiki-dump)")
+    src.add_argument("--train", help="training text, one paragraph a line (.txt/.gz/.bz2)")
+    src.add_argument("--valid", help="validation text")
+    src.add_argument("--test", help="test text")
+    src.add_argument("--corpus", choices=["debian-ja"],
+                     help="a named corpus extracted from installed files")
+    src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
+    src.add_argument("--sample", type=int, default=1,
+                     help="with --wiki-dump: take every n-th article (default 1: all)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
+    p.add_argument("--vocab-size", type=int, default=50000,
+                   help="kept words (sentencepiece: pieces); others go to buckets")
+    p.add_argument("--rare", choices=RARE_MODES, default="pos", help="rare-word buckets")
+    p.add_argument("--buckets", type=int, default=None,
+                   help="k-means clusters (total over POS groups for pos+kmeans)")
+    p.add_argument("--vectors", help="word2vec/fastText .vec file for k-means "
+                                     "(default: PPMI+SVD vectors from the training corpus)")
+    p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
+    p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-nfkc", dest="nfkc", action="store_false",
+                   help="skip Unicode NFKC normalisation")
+    p.add_argument("--max-line-chars", type=int, default=4000,
+                   help="split longer lines (default 4000)")
+    p.add_argument("--window", type=int, default=2, help="context window for corpus vectors")
+    p.add_argument("--context-words", type=int, default=5000,
+                   help="context vocabulary for corpus vectors")
+    p.add_argument("--vector-dim", type=int, default=64, help="corpus vector dimension")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    try:
+        sources = sum(x is not None for x in (args.train, args.corpus, args.wiki_dump))
+        if sources != 1:
+            raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
+        train, valid, test = args.train, args.valid, args.test
+        if args.corpus or args.wiki_dump:
+            if valid or test:
+                raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
+                                  "--wiki-dump, which make their own splits.")
+            from . import corpus as C
+            cdir = os.path.join(args.out, "corpus")
+            if args.corpus:
+                paths = C.extract_debian_ja(cdir, log=log)
+            else:
+                paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample, log=log)
+            train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
+        elif valid is None:
+            raise QrnnLmError("--train needs --valid (and optionally --test).")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = (lambda message, *a, **k:
+                                    print(f"warning: {message}", file=sys.stderr))
+            prepare(train, valid, test, args.out, tokenizer=args.tokenizer,
+                    vocab_size=args.vocab_size, rare=args.rare, buckets=args.buckets,
+                    vectors=args.vectors, pos_depth=args.pos_depth, workers=args.workers,
+                    seed=args.seed, nfkc=args.nfkc, max_line_chars=args.max_line_chars,
+                    window=args.window, context_words=args.context_words,
+                    vector_dim=args.vector_dim, progress=not args.quiet, log=log)
+    except QrnnLmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    return 0

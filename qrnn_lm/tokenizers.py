@@ -1,0 +1,272 @@
+"""Tokenizers: ``mecab`` (fugashi + unidic-lite), ``sentencepiece`` and ``char``.
+
+Every tokenizer turns one normalised line into a list of ``(surface, pos)``
+pairs and back:
+
+    tok.tokenize(line) -> list[(surface: str, pos: str)]
+    tok.detokenize(list_of_surfaces) -> str
+    tok.to_dict() / tokenizer_from_dict(d, directory)
+
+``pos`` is a "-"-joined part-of-speech path used by the rare-word buckets:
+UniDic ``pos1-pos2-pos3-pos4`` for MeCab (``*`` levels dropped; MeCab's
+unknown-word POS for words outside its dictionary), the Unicode general
+category for ``char`` (``Lo``, ``Nd`` ...), and ``piece`` for sentencepiece.
+
+Whitespace is part of the text a model must predict (bits per character
+count it), so the MeCab tokenizer emits a ``" "`` token (POS ``空白``) where
+the text had a space before a token; ``"".join(surfaces)`` then restores the
+line exactly, which is also the detokenizer.
+
+``tokenize_stream`` runs a tokenizer over many lines in worker processes
+(one tokenizer, e.g. one MeCab ``Tagger``, per worker: Taggers cannot be
+pickled) and yields compact chunks of type ids, so a large corpus never sits
+in RAM as Python strings.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import multiprocessing
+import os
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import QrnnLmError
+
+TOKENIZERS = ("mecab", "sentencepiece", "char")
+SPACE_POS = "空白"
+
+
+class MecabTokenizer:
+    """MeCab with the UniDic-lite dictionary through fugashi."""
+
+    name = "mecab"
+
+    def __init__(self):
+        try:
+            import fugashi
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise QrnnLmError("the mecab tokenizer needs fugashi and unidic-lite: "
+                              "pip install fugashi unidic-lite.") from e
+        try:
+            import unidic_lite
+            self._tagger = fugashi.Tagger(f"-d {unidic_lite.DICDIR}")
+        except ImportError:
+            try:
+                self._tagger = fugashi.Tagger()
+            except Exception as e:  # pragma: no cover
+                raise QrnnLmError("MeCab found no dictionary; install one with "
+                                  "pip install unidic-lite.") from e
+
+    def tokenize(self, line: str) -> list[tuple[str, str]]:
+        out = []
+        for node in self._tagger(line):
+            if node.white_space:
+                out.append((" ", SPACE_POS))
+            # feature_raw is the CSV UniDic record; the first four fields are
+            # pos1..pos4. Splitting it is cheaper than building the namedtuple.
+            pos = [p for p in node.feature_raw.split(",", 4)[:4] if p != "*"]
+            out.append((node.surface, "-".join(pos) or "*"))
+        return out
+
+    def detokenize(self, surfaces: Iterable[str]) -> str:
+        return "".join(surfaces)
+
+    def to_dict(self) -> dict:
+        return {"type": "mecab", "dictionary": "unidic-lite"}
+
+
+class CharTokenizer:
+    """One token per character; POS is the Unicode general category."""
+
+    name = "char"
+
+    def tokenize(self, line: str) -> list[tuple[str, str]]:
+        cat = unicodedata.category
+        return [(c, cat(c)) for c in line]
+
+    def detokenize(self, surfaces: Iterable[str]) -> str:
+        return "".join(surfaces)
+
+    def to_dict(self) -> dict:
+        return {"type": "char"}
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece unigram model (trained by :func:`train_sentencepiece`)."""
+
+    name = "sentencepiece"
+
+    def __init__(self, model_file: str | None = None, model_proto: bytes | None = None):
+        import sentencepiece as spm
+        if model_proto is None:
+            if not model_file or not os.path.exists(model_file):
+                raise QrnnLmError(f"sentencepiece model {model_file} is missing; "
+                                  "prepare the dataset again.")
+            with open(model_file, "rb") as f:
+                model_proto = f.read()
+        self.model_file = model_file or "sentencepiece.model"
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    def tokenize(self, line: str) -> list[tuple[str, str]]:
+        return [(p, "piece") for p in self._sp.encode(line, out_type=str)]
+
+    def detokenize(self, surfaces: Iterable[str]) -> str:
+        return self._sp.decode_pieces(list(surfaces))
+
+    def pieces(self) -> list[str]:
+        return [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+
+    def to_dict(self) -> dict:
+        # The model travels inside the dict so a checkpoint is self-contained.
+        return {"type": "sentencepiece", "model_file": os.path.basename(self.model_file),
+                "model_proto": base64.b64encode(self.model_proto).decode("ascii")}
+
+
+def train_sentencepiece(lines: Iterable[str], model_prefix: str, vocab_size: int,
+                        seed: int = 0, threads: int = 1) -> SentencePieceTokenizer:
+    """Train a unigram model on normalised training lines.
+
+    character_coverage 0.9995 and byte fallback: characters outside the
+    coverage become UTF-8 byte pieces, so no input is ever unknown.  The text is
+    already NFKC-normalised by the corpus reader, so sentencepiece's own
+    normalisation is switched off (``identity``) and whitespace is kept as is,
+    which makes ``decode(encode(line)) == line``.
+    """
+    import sentencepiece as spm
+    # sentencepiece samples its training sentences with its own RNG; the seed
+    # keeps the model reproducible.
+    spm.set_random_generator_seed(seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=model_prefix,
+            vocab_size=vocab_size, model_type="unigram",
+            character_coverage=0.9995, byte_fallback=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            input_sentence_size=2_000_000, shuffle_input_sentence=True,
+            max_sentence_length=1 << 16, num_threads=threads,
+            unk_surface="\u2047", minloglevel=2)
+    except RuntimeError as e:
+        raise QrnnLmError(f"sentencepiece training failed ({str(e).strip()}); "
+                          "try a smaller --vocab-size.") from e
+    return SentencePieceTokenizer(model_prefix + ".model")
+
+
+def tokenizer_from_dict(d: dict, directory: str | None = None):
+    """Rebuild a tokenizer from ``to_dict()``; files are looked up in ``directory``."""
+    kind = d.get("type")
+    if kind == "mecab":
+        return MecabTokenizer()
+    if kind == "char":
+        return CharTokenizer()
+    if kind == "sentencepiece":
+        if "model_proto" in d:
+            return SentencePieceTokenizer(d.get("model_file"), base64.b64decode(d["model_proto"]))
+        return SentencePieceTokenizer(os.path.join(directory or ".", d["model_file"]))
+    raise QrnnLmError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}.")
+
+
+# --------------------------------------------------------------------------
+# Streaming, multi-process tokenization
+# --------------------------------------------------------------------------
+
+@dataclass
+class TokenChunk:
+    """Tokens of a run of lines, as ids into the chunk's own ``types`` list.
+
+    ``ids`` (int32, (n,)) holds 1 + an index into ``types`` per token and 0 for
+    every line end (``</s>``).  ``characters`` counts the characters of the
+    lines plus one per line end.
+    """
+    types: list            # list of (surface, pos)
+    ids: np.ndarray
+    lines: int
+    characters: int
+
+
+_WORKER_TOKENIZER = None
+
+
+def _init_worker(tok_dict: dict, directory: str | None) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer_from_dict(tok_dict, directory)
+
+
+def _tokenize_chunk(lines: list[str], tokenizer=None) -> TokenChunk:
+    tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    index: dict = {}
+    types = []
+    ids = []
+    chars = 0
+    for line in lines:
+        chars += len(line) + 1
+        for t in tok.tokenize(line):
+            i = index.get(t)
+            if i is None:
+                i = index[t] = len(types) + 1
+                types.append(t)
+            ids.append(i)
+        ids.append(0)
+    return TokenChunk(types, np.asarray(ids, dtype=np.int32), len(lines), chars)
+
+
+def _chunks(lines: Iterable[str], chunk_lines: int) -> Iterator[list[str]]:
+    buf = []
+    for line in lines:
+        buf.append(line)
+        if len(buf) >= chunk_lines:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def tokenize_stream(tokenizer, lines: Iterable[str], workers: int = 1, *,
+                    chunk_lines: int = 1000, progress: bool = False,
+                    desc: str = "tokenizing", directory: str | None = None
+                    ) -> Iterator[TokenChunk]:
+    """Tokenize ``lines`` in order, yielding :class:`TokenChunk` s.
+
+    With ``workers > 1`` the chunks are tokenized by a process pool whose
+    workers each build their own tokenizer from ``tokenizer.to_dict()``; the
+    order of the output is the order of the input.  Memory stays bounded: the
+    pool reads ahead a few chunks per worker.
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc=desc, unit=" lines", unit_scale=True, mininterval=1.0)
+    try:
+        if workers <= 1:
+            for chunk in _chunks(lines, chunk_lines):
+                out = _tokenize_chunk(chunk, tokenizer)
+                if bar is not None:
+                    bar.update(out.lines)
+                yield out
+            return
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker,
+                      initargs=(tokenizer.to_dict(), directory)) as pool:
+            # pool.imap would drain the input iterator as fast as it can (the
+            # whole corpus in RAM); a bounded queue of pending chunks keeps
+            # the read-ahead at a few chunks per worker and the output ordered.
+            pending = collections.deque()
+            for chunk in _chunks(lines, chunk_lines):
+                pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
+                if len(pending) >= 3 * workers:
+                    out = pending.popleft().get()
+                    if bar is not None:
+                        bar.update(out.lines)
+                    yield out
+            while pending:
+                out = pending.popleft().get()
+                if bar is not None:
+                    bar.update(out.lines)
+                yield out
+    finally:
+        if bar is not None:
+            bar.close()
