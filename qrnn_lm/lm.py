@@ -1,0 +1,273 @@
+"""LanguageModel: load a trained checkpoint, score text, generate text.
+
+    from qrnn_lm import LanguageModel
+    lm = LanguageModel.from_checkpoint("runs/ja")     # run dir -> its best checkpoint
+    lm.score("今日は良い天気です。")                   # {"ppl": ..., "bpc": ..., ...}
+    lm.generate("Debian は", max_tokens=50, seed=0)    # readable text, no bucket tokens
+
+Checkpoints are plain dicts read with ``torch.load(weights_only=True)``, so a
+checkpoint file can never run code.  This module also holds the checkpoint
+file helpers that train.py uses (atomic save, checked load).
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import torch
+
+from qrnn_lm.errors import QrnnLmError
+from qrnn_lm.model import ModelConfig, RNNLanguageModel
+
+CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
+CHECKPOINT_VERSION = 1
+BEST, LAST = "best.pt", "last.pt"
+
+
+# ---------------------------------------------------------------------------
+# checkpoint files
+# ---------------------------------------------------------------------------
+def save_checkpoint(ckpt: dict, path: str) -> None:
+    """Write ``ckpt`` to ``path`` atomically: a temp file in the same folder,
+    flushed to disk, then renamed over ``path`` -- a crash or Ctrl-C mid-write
+    never leaves a half-written checkpoint under the real name."""
+    ckpt = dict(ckpt, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A run directory -> its best checkpoint (else its last); a file -> itself."""
+    if os.path.isdir(path):
+        for name in (BEST, LAST):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise QrnnLmError(f"the run directory {path} holds no checkpoint ({BEST} or {LAST}); "
+                          "train with --save DIR first or give a checkpoint file.")
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"checkpoint {path} does not exist; give a run directory written by --save or a .pt file.")
+    return path
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load and check a checkpoint file (or the best one of a run directory)."""
+    path = resolve_checkpoint(path)
+    if os.path.getsize(path) == 0:
+        raise QrnnLmError(f"checkpoint {path} is empty (0 bytes); use another checkpoint or train again.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise QrnnLmError(f"{path} is not a qrnn_lm checkpoint: it holds objects other than tensors and plain "
+                          "data, and was not loaded because that could run code.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        what = "truncated or damaged" if zipfile.is_zipfile(path) or "zip" in str(e).lower() else "not a checkpoint file"
+        raise QrnnLmError(f"cannot read checkpoint {path}: the file is {what}; "
+                          "use another checkpoint (e.g. last.pt beside it) or train again.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise QrnnLmError(f"{path} is not a qrnn_lm checkpoint (no model, config and vocabulary in it); "
+                          "give a file written by train.py --save.")
+    for key in ("model", "config", "vocab"):
+        if key not in ckpt:
+            raise QrnnLmError(f"checkpoint {path} has no {key!r} entry; it is incomplete, train again.")
+    ckpt["path"] = path
+    return ckpt
+
+
+def vocab_tokens(vocab) -> list:
+    """The output vocabulary as a list of strings, for comparing two vocabularies."""
+    return [vocab.id_to_token(i) for i in range(len(vocab))]
+
+
+def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
+    """The model of a loaded checkpoint, with its weights, after checking it
+    belongs to ``vocab``."""
+    try:
+        config = ModelConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has an invalid model config ({e}).") from None
+    if config.vocab_size != len(vocab):
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} predicts {config.vocab_size} outputs but its vocabulary "
+                          f"has {len(vocab)}: it mixes two vocabularies; use a checkpoint written by train.py.")
+    model = RNNLanguageModel(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise QrnnLmError(f"the weights in checkpoint {ckpt.get('path')} do not fit its model config; "
+                          "the file is damaged or from another version, train again.") from None
+    return model
+
+
+def load_vocab_dict(d: dict, path: str = "checkpoint"):
+    from qrnn_lm.vocab import Vocabulary
+    try:
+        return Vocabulary.from_dict(d)
+    except QrnnLmError:
+        raise
+    except Exception as e:  # a malformed dict can fail in many ways; say where it came from
+        raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
+                          "the checkpoint is damaged or from another version.") from None
+
+
+# ---------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------
+@torch.no_grad()
+def total_nll(model: RNNLanguageModel, batches, device, stream: bool, autocast=None) -> tuple:
+    """Sum of -log P (nats, float64) and count of the targets of all batches.
+
+    ``batches`` is a StreamBatches/SentenceBatches built with ``train=False``;
+    stream batches carry the recurrent state from window to window, sentence
+    batches start each line from a zero state."""
+    import contextlib
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    try:
+        for _, x, y in batches.epoch(0):
+            with autocast or contextlib.nullcontext():
+                nll, new_state = model(x.to(device), state if stream else None, targets=y.to(device))
+            if stream:
+                state = model.detach_state(new_state)
+            total += float(nll.double().sum())
+            count += int(nll.numel())
+    finally:
+        model.train(was_training)
+    return total, count
+
+
+def bits_per_char(nll_sum: float, rare_logp_sum: float, characters: int) -> float:
+    """Exact BPC through the bucket factorisation (DESIGN.md section 3):
+    (sum -log P_model(id) - sum log P(word | bucket)) / (C ln 2)."""
+    if characters <= 0:
+        return float("nan")
+    return (nll_sum - rare_logp_sum) / (characters * math.log(2))
+
+
+def _safe_exp(x: float) -> float:
+    return math.exp(x) if x < 700 else float("inf")
+
+
+class LanguageModel:
+    """A trained model with its vocabulary, ready to score and generate."""
+
+    def __init__(self, model: RNNLanguageModel, vocab, *, batching: str = "stream", bptt: int = 70,
+                 device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.vocab = vocab
+        self.batching = batching
+        self.bptt = bptt
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "cpu") -> "LanguageModel":
+        """``path``: a run directory written by ``--save`` (its best checkpoint
+        is used) or a checkpoint file."""
+        ckpt = load_checkpoint(path)
+        vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
+        model = build_model(ckpt, vocab)
+        args = ckpt.get("args") or {}
+        return cls(model, vocab, batching=args.get("batching", "stream"), bptt=int(args.get("bptt", 70)),
+                   device=device)
+
+    # -- score -------------------------------------------------------------
+    def encode_text(self, text: str) -> tuple:
+        """Text (one paragraph a line) -> (ids, rare_logp, characters) with
+        ``</s>`` after every line, as ``prepare`` writes a split."""
+        ids, lps, chars = [], [], 0
+        for line in self.vocab.normalizer.lines(text.split("\n")):
+            i, lp = self.vocab.encode(line)
+            ids += [np.asarray(i, dtype=np.int64), np.array([self.vocab.eos_id], dtype=np.int64)]
+            lps += [np.asarray(lp, dtype=np.float64), np.zeros(1)]
+            chars += len(line) + 1
+        if not ids:
+            raise QrnnLmError("the text to score is empty; give at least one non-empty line.")
+        return np.concatenate(ids), np.concatenate(lps), chars
+
+    def score(self, text: str, batch_size: int = 1) -> dict:
+        """Perplexity over the model's tokens and exact bits per character of ``text``.
+
+        Returns ``{"ppl", "bpc", "nll", "tokens", "characters"}`` (nll: mean
+        nats per token)."""
+        from qrnn_lm.data import SentenceBatches, StreamBatches
+        ids, rare_logp, chars = self.encode_text(text)
+        if self.batching == "sentences":
+            batches = SentenceBatches(ids, self.vocab.eos_id, batch_size=16, max_len=4 * self.bptt, train=False)
+        else:
+            batches = StreamBatches(ids, self.vocab.eos_id, batch_size, self.bptt, train=False)
+        nll, n = total_nll(self.model, batches, self.device, stream=self.batching != "sentences")
+        return {"ppl": _safe_exp(nll / n), "bpc": bits_per_char(nll, float(rare_logp.sum()), chars),
+                "nll": nll / n, "tokens": n, "characters": chars}
+
+    # -- generate ----------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None) -> str:
+        """Sample up to ``max_tokens`` tokens after ``prompt`` and return prompt +
+        continuation as text.  Bucket tokens are replaced by a concrete word drawn
+        from P(word | bucket); ``</s>`` ends a line."""
+        if max_tokens < 0 or temperature <= 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise QrnnLmError("need --max-tokens >= 0, --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1.")
+        gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        eos = self.vocab.eos_id
+        context = [eos]
+        for line_no, line in enumerate(prompt.split("\n")):
+            if line_no:
+                context.append(eos)
+            if line:
+                context.extend(int(i) for i in self.vocab.encode(line)[0])
+        sentences = self.batching == "sentences"
+        banned = self._banned_ids()
+        state, words = None, []
+        if sentences:  # a line starts from a zero state: feed only the current line
+            last_eos = len(context) - 1 - context[::-1].index(eos)
+            context = context[last_eos:]
+        x = torch.tensor(context, dtype=torch.long, device=self.device).unsqueeze(1)
+        for _ in range(max_tokens):
+            feats, state = self.model(x, state)
+            logp = self.model.log_probs(feats[-1, 0].unsqueeze(0))[0].float().cpu()
+            nxt = self._sample(logp, temperature, top_k, top_p, banned, gen)
+            if self.vocab.is_bucket(nxt):
+                words.append(self.vocab.sample_word(nxt, gen))
+            else:
+                words.append(self.vocab.id_to_token(nxt))  # </s> included: decode makes it a newline
+            if nxt == eos and sentences:
+                state = None
+            x = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
+        return prompt + self.vocab.decode(words)
+
+    def _banned_ids(self) -> list:
+        """Special outputs other than </s> (e.g. padding) that must never be sampled."""
+        banned = []
+        for i in range(min(len(self.vocab), 16)):
+            tok = self.vocab.id_to_token(i)
+            if i != self.vocab.eos_id and not self.vocab.is_bucket(i) and tok in ("<pad>", "<s>", "<bos>", "<mask>"):
+                banned.append(i)
+        return banned
+
+    @staticmethod
+    def _sample(logp: torch.Tensor, temperature: float, top_k: int, top_p: float, banned: list,
+                gen: torch.Generator) -> int:
+        logits = logp / temperature
+        if banned:
+            logits[banned] = -float("inf")
+        if 0 < top_k < logits.numel():
+            kth = torch.topk(logits, top_k).values[-1]
+            logits[logits < kth] = -float("inf")
+        if top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_logits, -1) >= top_p  # keep the smallest prefix reaching top_p
+            logits[order[drop]] = -float("inf")
+        probs = torch.softmax(logits, -1)
+        return int(torch.multinomial(probs, 1, generator=gen))
