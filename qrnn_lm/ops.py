@@ -399,12 +399,134 @@ def fo_pool_fused_packed(gates: Tensor, batch_sizes: Tensor, c0: Optional[Tensor
 _registered = False
 
 
+def _packed_batch(c0: Optional[Tensor]):
+    # B = batch_sizes[0] is data-dependent; c0 pins it when given
+    if c0 is not None:
+        return c0.shape[0]
+    return torch.library.get_ctx().new_dynamic_size()
+
+
+def _zeros_if_none(g: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g
+
+
 def _register_python_side() -> None:
     """Registers fake impls and autograd formulas once the C++ ops exist."""
     global _registered
     if _registered:
         return
     _registered = True
+    reg_fake = torch.library.register_fake
+    reg_autograd = torch.library.register_autograd
+
+    # ---- fake (meta) implementations: shapes only, for torch.compile ----
+    @reg_fake("qrnn_lm::fo_pool")
+    def _(f, z, c0, lengths, reverse):
+        return torch.empty_like(f), f.new_empty(f.shape[1], f.shape[2])
+
+    @reg_fake("qrnn_lm::fo_pool_backward")
+    def _(grad_c, grad_c_n, f, z, c, c0, lengths, reverse):
+        return torch.empty_like(f), torch.empty_like(f), f.new_empty(f.shape[1], f.shape[2])
+
+    @reg_fake("qrnn_lm::fo_pool_packed")
+    def _(f, z, batch_sizes, c0, reverse):
+        return torch.empty_like(f), f.new_empty(_packed_batch(c0), f.shape[1])
+
+    @reg_fake("qrnn_lm::fo_pool_packed_backward")
+    def _(grad_c, grad_c_n, f, z, c, batch_sizes, c0, reverse):
+        return torch.empty_like(f), torch.empty_like(f), torch.empty_like(grad_c_n)
+
+    def _fused_fake(gates, B, output_gate):
+        H = gates.shape[-1] // (3 if output_gate else 2)
+        out = gates.new_empty(*gates.shape[:-1], H)
+        second = gates.new_empty(*gates.shape[:-1], H) if output_gate else gates.new_empty(0)
+        return out, second, gates.new_empty(B, H)
+
+    @reg_fake("qrnn_lm::fo_pool_fused")
+    def _(gates, c0, lengths, output_gate, reverse):
+        return _fused_fake(gates, gates.shape[1], output_gate)
+
+    @reg_fake("qrnn_lm::fo_pool_fused_backward")
+    def _(grad_h, grad_c_n, gates, c, c0, lengths, output_gate, reverse):
+        return torch.empty_like(gates), torch.empty_like(grad_c_n)
+
+    @reg_fake("qrnn_lm::fo_pool_fused_packed")
+    def _(gates, batch_sizes, c0, output_gate, reverse):
+        return _fused_fake(gates, _packed_batch(c0), output_gate)
+
+    @reg_fake("qrnn_lm::fo_pool_fused_packed_backward")
+    def _(grad_h, grad_c_n, gates, c, batch_sizes, c0, output_gate, reverse):
+        return torch.empty_like(gates), torch.empty_like(grad_c_n)
+
+    # ---- autograd: the backward of each op is itself a registered op ----
+    # Saved: the inputs and the states c (every c_{t-1} is needed and cannot
+    # be recovered stably from c_t); gate activations are recomputed from
+    # the pre-activations in registers instead of being stored.
+    def _setup_plain(ctx, inputs, output):
+        f, z, c0, lengths, reverse = inputs
+        ctx.save_for_backward(f, z, output[0], c0, lengths)
+        ctx.reverse = reverse
+
+    def _backward_plain(ctx, grad_c, grad_c_n):
+        f, z, c, c0, lengths = ctx.saved_tensors
+        grad_c = _zeros_if_none(grad_c, c)
+        grad_c_n = _zeros_if_none(grad_c_n, f.new_empty(f.shape[1], f.shape[2]))
+        gf, gz, gc0 = torch.ops.qrnn_lm.fo_pool_backward(grad_c, grad_c_n, f, z, c, c0,
+                                                          lengths, ctx.reverse)
+        return gf, gz, (gc0 if c0 is not None else None), None, None
+
+    reg_autograd("qrnn_lm::fo_pool", _backward_plain, setup_context=_setup_plain)
+
+    def _setup_packed(ctx, inputs, output):
+        f, z, batch_sizes, c0, reverse = inputs
+        ctx.save_for_backward(f, z, output[0], batch_sizes, c0)
+        ctx.reverse = reverse
+        ctx.batch = output[1].shape[0]
+
+    def _backward_packed(ctx, grad_c, grad_c_n):
+        f, z, c, batch_sizes, c0 = ctx.saved_tensors
+        grad_c = _zeros_if_none(grad_c, c)
+        grad_c_n = _zeros_if_none(grad_c_n, f.new_empty(ctx.batch, f.shape[1]))
+        gf, gz, gc0 = torch.ops.qrnn_lm.fo_pool_packed_backward(
+            grad_c, grad_c_n, f, z, c, batch_sizes, c0, ctx.reverse)
+        return gf, gz, None, (gc0 if c0 is not None else None), None
+
+    reg_autograd("qrnn_lm::fo_pool_packed", _backward_packed, setup_context=_setup_packed)
+
+    def _setup_fused(ctx, inputs, output):
+        gates, c0, lengths, output_gate, reverse = inputs
+        h, c, _ = output
+        # without an output gate the op returns c as its first output
+        ctx.save_for_backward(gates, c if output_gate else h, c0, lengths)
+        ctx.flags = (output_gate, reverse)
+
+    def _backward_fused(ctx, grad_h, _grad_c, grad_c_n):
+        gates, c, c0, lengths = ctx.saved_tensors
+        grad_h = _zeros_if_none(grad_h, c)
+        grad_c_n = _zeros_if_none(grad_c_n, c.new_empty(c.shape[1], c.shape[2]))
+        gg, gc0 = torch.ops.qrnn_lm.fo_pool_fused_backward(grad_h, grad_c_n, gates, c, c0,
+                                                            lengths, *ctx.flags)
+        return gg, (gc0 if c0 is not None else None), None, None, None
+
+    reg_autograd("qrnn_lm::fo_pool_fused", _backward_fused, setup_context=_setup_fused)
+
+    def _setup_fused_packed(ctx, inputs, output):
+        gates, batch_sizes, c0, output_gate, reverse = inputs
+        h, c, c_n = output
+        ctx.save_for_backward(gates, c if output_gate else h, batch_sizes, c0)
+        ctx.flags = (output_gate, reverse)
+        ctx.batch = c_n.shape[0]
+
+    def _backward_fused_packed(ctx, grad_h, _grad_c, grad_c_n):
+        gates, c, batch_sizes, c0 = ctx.saved_tensors
+        grad_h = _zeros_if_none(grad_h, c)
+        grad_c_n = _zeros_if_none(grad_c_n, c.new_empty(ctx.batch, c.shape[1]))
+        gg, gc0 = torch.ops.qrnn_lm.fo_pool_fused_packed_backward(
+            grad_h, grad_c_n, gates, c, batch_sizes, c0, *ctx.flags)
+        return gg, None, (gc0 if c0 is not None else None), None, None
+
+    reg_autograd("qrnn_lm::fo_pool_fused_packed", _backward_fused_packed,
+                 setup_context=_setup_fused_packed)
 
 
 from . import _ext  # noqa: E402

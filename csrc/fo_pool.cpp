@@ -1,0 +1,333 @@
+// fo-pooling ops: schemas (TORCH_LIBRARY) and the CPU kernels.
+//
+// CPU strategy: the B*H columns are split into one contiguous range per
+// thread (at::parallel_for).  Each thread walks time and, per step, runs a
+// contiguous inner loop over its columns (per batch entry, over H), keeping
+// the recurrent state in a thread-local buffer.  For the plain layouts the
+// columns of one step are contiguous in memory, so every thread streams
+// long contiguous runs of f, z and c -- the loop is memory bound and the
+// compiler vectorises it.
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fo_pool.h"
+
+// An empty module: importing qrnn_lm._C runs the static op registrations
+// below; the ops are then reached through torch.ops.qrnn_lm.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace qrnn_lm {
+namespace {
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// ---------------------------------------------------------------------------
+// Inner loops over n contiguous columns of one batch entry at one step.
+// ---------------------------------------------------------------------------
+
+template <typename scalar_t, typename acc_t>
+inline void plain_fwd(const scalar_t* __restrict__ f, const scalar_t* __restrict__ z,
+                      scalar_t* __restrict__ c, acc_t* __restrict__ st, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t fv = static_cast<acc_t>(f[j]);
+    const acc_t s = fv * st[j] + (acc_t(1) - fv) * static_cast<acc_t>(z[j]);
+    st[j] = s;
+    c[j] = static_cast<scalar_t>(s);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+inline void plain_bwd(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ f,
+                      const scalar_t* __restrict__ z, const scalar_t* __restrict__ prev,
+                      scalar_t* __restrict__ gf, scalar_t* __restrict__ gz,
+                      acc_t* __restrict__ g, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t gc = g[j] + static_cast<acc_t>(gout[j]);
+    const acc_t fv = static_cast<acc_t>(f[j]);
+    const acc_t pv = prev ? static_cast<acc_t>(prev[j]) : acc_t(0);
+    gf[j] = static_cast<scalar_t>(gc * (pv - static_cast<acc_t>(z[j])));
+    gz[j] = static_cast<scalar_t>(gc * (acc_t(1) - fv));
+    g[j] = gc * fv;
+  }
+}
+
+// gates row pointer already offset by h; chunks are H apart.
+template <int G, typename scalar_t, typename acc_t>
+inline void fused_fwd(const scalar_t* __restrict__ gates, int64_t H, scalar_t* __restrict__ c,
+                      scalar_t* __restrict__ h, acc_t* __restrict__ st, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t zv = std::tanh(static_cast<acc_t>(gates[j]));
+    const acc_t fv = sigmoid(static_cast<acc_t>(gates[H + j]));
+    const acc_t s = fv * st[j] + (acc_t(1) - fv) * zv;
+    st[j] = s;
+    c[j] = static_cast<scalar_t>(s);
+    if constexpr (G == 3) h[j] = static_cast<scalar_t>(sigmoid(static_cast<acc_t>(gates[2 * H + j])) * s);
+  }
+}
+
+template <int G, typename scalar_t, typename acc_t>
+inline void fused_bwd(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gates,
+                      int64_t H, const scalar_t* __restrict__ c,
+                      const scalar_t* __restrict__ prev, scalar_t* __restrict__ gg,
+                      acc_t* __restrict__ g, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t zv = std::tanh(static_cast<acc_t>(gates[j]));
+    const acc_t fv = sigmoid(static_cast<acc_t>(gates[H + j]));
+    const acc_t ghv = static_cast<acc_t>(gh[j]);
+    acc_t gc;
+    if constexpr (G == 3) {
+      const acc_t ov = sigmoid(static_cast<acc_t>(gates[2 * H + j]));
+      gc = g[j] + ghv * ov;
+      gg[2 * H + j] = static_cast<scalar_t>(ghv * static_cast<acc_t>(c[j]) * ov * (acc_t(1) - ov));
+    } else {
+      gc = g[j] + ghv;
+    }
+    const acc_t pv = prev ? static_cast<acc_t>(prev[j]) : acc_t(0);
+    gg[j] = static_cast<scalar_t>(gc * (acc_t(1) - fv) * (acc_t(1) - zv * zv));
+    gg[H + j] = static_cast<scalar_t>(gc * (pv - zv) * fv * (acc_t(1) - fv));
+    g[j] = gc * fv;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Drivers: one thread per contiguous column range, time loop outside.
+// ---------------------------------------------------------------------------
+
+constexpr int64_t kGrain = 2048;  // columns; below this one thread is faster
+
+inline int64_t row_of(const FoPoolParams& p, int64_t t, int64_t b) {
+  return p.packed ? p.offsets[t] + b : t * p.B + b;
+}
+
+template <typename scalar_t, int G>
+void forward_cpu(const FoPoolParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = p.H, T = p.T;
+  const int64_t W = G == 0 ? H : G * H;  // input row width
+  const auto* c0 = static_cast<const scalar_t*>(p.c0);
+  auto* cn = static_cast<scalar_t*>(p.cn);
+  auto* c = static_cast<scalar_t*>(p.c);
+  auto* hout = static_cast<scalar_t*>(p.h);
+  at::parallel_for(0, p.B * H, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> state(end - begin);
+    for (int64_t k = begin; k < end; ++k)
+      state[k - begin] = c0 ? static_cast<acc_t>(c0[k]) : acc_t(0);
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = p.reverse ? T - 1 - s : s;
+      for (int64_t k = begin; k < end;) {
+        const int64_t b = k / H, h = k - b * H, n = std::min(end, (b + 1) * H) - k;
+        acc_t* st = state.data() + (k - begin);
+        k += n;
+        const int64_t L = p.lengths ? p.lengths[b] : T;
+        if (t < L) {
+          const int64_t row = row_of(p, t, b);
+          if constexpr (G == 0) {
+            plain_fwd(static_cast<const scalar_t*>(p.f) + row * H + h,
+                      static_cast<const scalar_t*>(p.z) + row * H + h, c + row * H + h, st, n);
+          } else {
+            fused_fwd<G>(static_cast<const scalar_t*>(p.gates) + row * W + h, H,
+                         c + row * H + h, G == 3 ? hout + row * H + h : nullptr, st, n);
+          }
+        } else if (!p.packed) {  // padding: output 0, state kept
+          const int64_t row = t * p.B + b;
+          std::fill_n(c + row * H + h, n, scalar_t(0));
+          if (G == 3) std::fill_n(hout + row * H + h, n, scalar_t(0));
+        }
+      }
+    }
+    for (int64_t k = begin; k < end; ++k) cn[k] = static_cast<scalar_t>(state[k - begin]);
+  });
+}
+
+template <typename scalar_t, int G>
+void backward_cpu(const FoPoolParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = p.H, T = p.T;
+  const int64_t W = G == 0 ? H : G * H;
+  const auto* c0 = static_cast<const scalar_t*>(p.c0);
+  const auto* c = static_cast<const scalar_t*>(p.c);
+  const auto* gout = static_cast<const scalar_t*>(p.grad_out);
+  const auto* gcn = static_cast<const scalar_t*>(p.grad_cn);
+  auto* gc0 = static_cast<scalar_t*>(p.grad_c0);
+  at::parallel_for(0, p.B * H, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> grad(end - begin);
+    for (int64_t k = begin; k < end; ++k) grad[k - begin] = static_cast<acc_t>(gcn[k]);
+    // walk time in the opposite order of the forward
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = p.reverse ? s : T - 1 - s;
+      const int64_t tp = p.reverse ? t + 1 : t - 1;  // the forward's previous step
+      for (int64_t k = begin; k < end;) {
+        const int64_t b = k / H, h = k - b * H, n = std::min(end, (b + 1) * H) - k;
+        acc_t* g = grad.data() + (k - begin);
+        k += n;
+        const int64_t L = p.lengths ? p.lengths[b] : T;
+        if (t < L) {
+          const int64_t row = row_of(p, t, b);
+          const scalar_t* prev = (tp >= 0 && tp < L) ? c + row_of(p, tp, b) * H + h
+                                                     : (c0 ? c0 + b * H + h : nullptr);
+          if constexpr (G == 0) {
+            plain_bwd(gout + row * H + h, static_cast<const scalar_t*>(p.f) + row * H + h,
+                      static_cast<const scalar_t*>(p.z) + row * H + h, prev,
+                      static_cast<scalar_t*>(p.grad_f) + row * H + h,
+                      static_cast<scalar_t*>(p.grad_z) + row * H + h, g, n);
+          } else {
+            fused_bwd<G>(gout + row * H + h, static_cast<const scalar_t*>(p.gates) + row * W + h,
+                         H, c + row * H + h, prev,
+                         static_cast<scalar_t*>(p.grad_gates) + row * W + h, g, n);
+          }
+        } else if (!p.packed) {  // padding: no gradient
+          const int64_t row = t * p.B + b;
+          if constexpr (G == 0) {
+            std::fill_n(static_cast<scalar_t*>(p.grad_f) + row * H + h, n, scalar_t(0));
+            std::fill_n(static_cast<scalar_t*>(p.grad_z) + row * H + h, n, scalar_t(0));
+          } else {
+            for (int q = 0; q < G; ++q)
+              std::fill_n(static_cast<scalar_t*>(p.grad_gates) + row * W + q * H + h, n,
+                          scalar_t(0));
+          }
+        }
+      }
+    }
+    for (int64_t k = begin; k < end; ++k) gc0[k] = static_cast<scalar_t>(grad[k - begin]);
+  });
+}
+
+void launch_cpu(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fo_pool_cpu", [&] {
+    if (backward) {
+      if (p.G == 0) backward_cpu<scalar_t, 0>(p);
+      else if (p.G == 2) backward_cpu<scalar_t, 2>(p);
+      else backward_cpu<scalar_t, 3>(p);
+    } else {
+      if (p.G == 0) forward_cpu<scalar_t, 0>(p);
+      else if (p.G == 2) forward_cpu<scalar_t, 2>(p);
+      else forward_cpu<scalar_t, 3>(p);
+    }
+  });
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "qrnn_lm: ", name, " must be on the CPU here, got ",
+              t.device());
+}
+
+// ---------------------------------------------------------------------------
+// CPU op implementations
+// ---------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> fo_pool_cpu(const at::Tensor& f, const at::Tensor& z,
+                                               const std::optional<at::Tensor>& c0,
+                                               const std::optional<at::Tensor>& lengths,
+                                               bool reverse) {
+  check_cpu(f, "f");
+  return plain_forward(launch_cpu, f, z, c0, lengths, nullptr, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_backward_cpu(
+    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
+    const at::Tensor& z, const at::Tensor& c, const std::optional<at::Tensor>& c0,
+    const std::optional<at::Tensor>& lengths, bool reverse) {
+  check_cpu(f, "f");
+  return plain_backward(launch_cpu, grad_c, grad_cn, f, z, c, c0, lengths, nullptr, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> fo_pool_packed_cpu(const at::Tensor& f, const at::Tensor& z,
+                                                      const at::Tensor& batch_sizes,
+                                                      const std::optional<at::Tensor>& c0,
+                                                      bool reverse) {
+  check_cpu(f, "f");
+  return plain_forward(launch_cpu, f, z, c0, std::nullopt, &batch_sizes, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_packed_backward_cpu(
+    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
+    const at::Tensor& z, const at::Tensor& c, const at::Tensor& batch_sizes,
+    const std::optional<at::Tensor>& c0, bool reverse) {
+  check_cpu(f, "f");
+  return plain_backward(launch_cpu, grad_c, grad_cn, f, z, c, c0, std::nullopt, &batch_sizes,
+                        reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_cpu(
+    const at::Tensor& gates, const std::optional<at::Tensor>& c0,
+    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
+  check_cpu(gates, "gates");
+  return fused_forward(launch_cpu, gates, c0, lengths, nullptr, output_gate, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> fo_pool_fused_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
+    const at::Tensor& c, const std::optional<at::Tensor>& c0,
+    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
+  check_cpu(gates, "gates");
+  return fused_backward(launch_cpu, grad_h, grad_cn, gates, c, c0, lengths, nullptr,
+                        output_gate, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_packed_cpu(
+    const at::Tensor& gates, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
+    bool output_gate, bool reverse) {
+  check_cpu(gates, "gates");
+  return fused_forward(launch_cpu, gates, c0, std::nullopt, &batch_sizes, output_gate, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> fo_pool_fused_packed_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
+    const at::Tensor& c, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
+    bool output_gate, bool reverse) {
+  check_cpu(gates, "gates");
+  return fused_backward(launch_cpu, grad_h, grad_cn, gates, c, c0, std::nullopt, &batch_sizes,
+                        output_gate, reverse);
+}
+
+}  // namespace
+
+// Schemas.  Forward ops return every tensor the backward needs (c for the
+// fused ops; without an output gate h *is* c and the second output is empty).
+TORCH_LIBRARY(qrnn_lm, m) {
+  m.def("fo_pool(Tensor f, Tensor z, Tensor? c0, Tensor? lengths, bool reverse) "
+        "-> (Tensor, Tensor)");
+  m.def("fo_pool_backward(Tensor grad_c, Tensor grad_c_n, Tensor f, Tensor z, Tensor c, "
+        "Tensor? c0, Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor)");
+  m.def("fo_pool_packed(Tensor f, Tensor z, Tensor batch_sizes, Tensor? c0, bool reverse) "
+        "-> (Tensor, Tensor)");
+  m.def("fo_pool_packed_backward(Tensor grad_c, Tensor grad_c_n, Tensor f, Tensor z, "
+        "Tensor c, Tensor batch_sizes, Tensor? c0, bool reverse) -> (Tensor, Tensor, Tensor)");
+  m.def("fo_pool_fused(Tensor gates, Tensor? c0, Tensor? lengths, bool output_gate, "
+        "bool reverse) -> (Tensor, Tensor, Tensor)");
+  m.def("fo_pool_fused_backward(Tensor grad_h, Tensor grad_c_n, Tensor gates, Tensor c, "
+        "Tensor? c0, Tensor? lengths, bool output_gate, bool reverse) -> (Tensor, Tensor)");
+  m.def("fo_pool_fused_packed(Tensor gates, Tensor batch_sizes, Tensor? c0, "
+        "bool output_gate, bool reverse) -> (Tensor, Tensor, Tensor)");
+  m.def("fo_pool_fused_packed_backward(Tensor grad_h, Tensor grad_c_n, Tensor gates, "
+        "Tensor c, Tensor batch_sizes, Tensor? c0, bool output_gate, bool reverse) "
+        "-> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(qrnn_lm, CPU, m) {
+  m.impl("fo_pool", &fo_pool_cpu);
+  m.impl("fo_pool_backward", &fo_pool_backward_cpu);
+  m.impl("fo_pool_packed", &fo_pool_packed_cpu);
+  m.impl("fo_pool_packed_backward", &fo_pool_packed_backward_cpu);
+  m.impl("fo_pool_fused", &fo_pool_fused_cpu);
+  m.impl("fo_pool_fused_backward", &fo_pool_fused_backward_cpu);
+  m.impl("fo_pool_fused_packed", &fo_pool_fused_packed_cpu);
+  m.impl("fo_pool_fused_packed_backward", &fo_pool_fused_packed_backward_cpu);
+}
+
+}  // namespace qrnn_lm

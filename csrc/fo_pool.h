@@ -1,0 +1,328 @@
+// fo-pooling (QRNN recurrence) kernels: shared parameter struct and host code.
+//
+//   c_t = f_t * c_{t-1} + (1 - f_t) * z_t        h_t = o_t * c_t
+//
+// Two memory layouts, one kernel logic.  A "column" is one (b, h) pair; its
+// data for time step t lives in row(t, b) of a (rows, width) matrix:
+//   padded (T, B, H):  row(t, b) = t * B + b, column active while t < len[b]
+//   packed (N, H):     row(t, b) = offsets[t] + b, active while b < bs[t]
+//                      (equivalently t < len[b] with len from batch_sizes)
+// Iterating t upward (or downward for reverse) and updating only active
+// columns gives both directions: a reversed sequence's active steps are
+// len[b]-1, ..., 0, exactly the descending t that are < len[b].
+//
+// Plain ops read f and z (row width H).  Fused ops read gate
+// pre-activations, row width G*H laid out [z | f | o], and apply
+// tanh / sigmoid / sigmoid in registers.
+#pragma once
+
+#include <torch/library.h>
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace qrnn_lm {
+
+struct FoPoolParams {
+  int64_t T = 0, B = 0, H = 0;
+  int G = 0;              // 0: plain (f, z); 2 or 3: fused gates [z|f(|o)]
+  bool reverse = false;
+  bool packed = false;
+  const int64_t* lengths = nullptr;  // (B) steps per column, nullptr = T
+  const int64_t* offsets = nullptr;  // (T+1) packed row offsets
+  // forward inputs / outputs
+  const void* f = nullptr;
+  const void* z = nullptr;
+  const void* gates = nullptr;
+  const void* c0 = nullptr;      // (B, H) or nullptr for zeros
+  void* c = nullptr;             // (rows, H) every state
+  void* h = nullptr;             // (rows, H) o * c, fused with output gate
+  void* cn = nullptr;            // (B, H)
+  // backward
+  const void* grad_out = nullptr;   // dL/dc (plain) or dL/dh (fused)
+  const void* grad_cn = nullptr;    // (B, H)
+  void* grad_f = nullptr;
+  void* grad_z = nullptr;
+  void* grad_gates = nullptr;
+  void* grad_c0 = nullptr;          // (B, H)
+};
+
+using Launcher = void (*)(const FoPoolParams&, at::ScalarType, bool backward);
+
+// ---------------------------------------------------------------------------
+// Host-side checks and setup shared by the CPU and CUDA registrations.
+// ---------------------------------------------------------------------------
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_floating_point(), "qrnn_lm: ", name,
+              " must be a floating-point tensor, got ", t.scalar_type());
+}
+
+inline void check_same(const at::Tensor& a, const at::Tensor& ref, const char* name,
+                       const char* refname) {
+  TORCH_CHECK(a.scalar_type() == ref.scalar_type(), "qrnn_lm: ", name, " has dtype ",
+              a.scalar_type(), " but ", refname, " has ", ref.scalar_type());
+  TORCH_CHECK(a.device() == ref.device(), "qrnn_lm: ", name, " is on ", a.device(),
+              " but ", refname, " is on ", ref.device());
+}
+
+inline at::Tensor check_c0(const std::optional<at::Tensor>& c0, int64_t B, int64_t H,
+                           const at::Tensor& ref) {
+  if (!c0.has_value() || !c0->defined()) return at::Tensor();
+  check_same(*c0, ref, "c0", "the input");
+  TORCH_CHECK(c0->dim() == 2 && c0->size(0) == B && c0->size(1) == H,
+              "qrnn_lm: c0 must have shape (B, H) = (", B, ", ", H, "), got ", c0->sizes());
+  return c0->contiguous();
+}
+
+// Lengths on the CPU are range-checked here; lengths already on the device
+// were checked by the Python wrapper (a check here would synchronise).
+inline at::Tensor check_lengths(const std::optional<at::Tensor>& lengths, int64_t T,
+                                int64_t B, const at::Tensor& ref) {
+  if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
+  const at::Tensor& L = *lengths;
+  TORCH_CHECK(L.scalar_type() == at::kLong, "qrnn_lm: lengths must be int64, got ",
+              L.scalar_type());
+  TORCH_CHECK(L.dim() == 1 && L.size(0) == B, "qrnn_lm: lengths must have shape (B,) = (",
+              B, ",), got ", L.sizes());
+  TORCH_CHECK(L.device().is_cpu() || L.device() == ref.device(), "qrnn_lm: lengths is on ",
+              L.device(), "; put it on the CPU or on ", ref.device());
+  if (L.device().is_cpu() && B > 0) {
+    auto Lc = L.contiguous();
+    const int64_t* p = Lc.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b)
+      TORCH_CHECK(p[b] >= 0 && p[b] <= T, "qrnn_lm: lengths[", b, "] = ", p[b],
+                  " is outside [0, T=", T, "]");
+  }
+  return L.to(ref.device()).contiguous();
+}
+
+// From PackedSequence.batch_sizes: row offsets (T+1) and per-column lengths
+// (B), packed into one int64 tensor [offsets | lengths] on `device`.
+inline at::Tensor packed_tables(const at::Tensor& batch_sizes, int64_t N,
+                                const at::Device& device, int64_t* B_out) {
+  TORCH_CHECK(batch_sizes.device().is_cpu() && batch_sizes.scalar_type() == at::kLong &&
+                  batch_sizes.dim() == 1,
+              "qrnn_lm: batch_sizes must be a 1-d int64 CPU tensor, got ",
+              batch_sizes.scalar_type(), " on ", batch_sizes.device());
+  auto bs = batch_sizes.contiguous();
+  const int64_t T = bs.size(0);
+  const int64_t* p = bs.data_ptr<int64_t>();
+  const int64_t B = T > 0 ? p[0] : 0;
+  auto tables = at::empty({T + 1 + B}, bs.options());
+  int64_t* off = tables.data_ptr<int64_t>();
+  int64_t* len = off + T + 1;
+  off[0] = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK(p[t] >= 1, "qrnn_lm: batch_sizes must be positive, got ", p[t], " at ", t);
+    TORCH_CHECK(t == 0 || p[t] <= p[t - 1],
+                "qrnn_lm: batch_sizes must be non-increasing (as from pack_sequence)");
+    off[t + 1] = off[t] + p[t];
+  }
+  TORCH_CHECK(off[T] == N, "qrnn_lm: batch_sizes sum to ", off[T], " but the data has ", N,
+              " rows");
+  // len[b] = number of steps t with bs[t] > b
+  for (int64_t b = 0, t = T; b < B; ++b) {
+    while (t > 0 && p[t - 1] <= b) --t;
+    len[b] = t;
+  }
+  *B_out = B;
+  return tables.to(device);
+}
+
+inline void set_tables(FoPoolParams& p, const at::Tensor& lengths, const at::Tensor& tables) {
+  if (p.packed) {
+    p.offsets = tables.data_ptr<int64_t>();
+    p.lengths = p.offsets + p.T + 1;
+  } else {
+    p.lengths = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+  }
+}
+
+// Plain forward, both layouts. f, z: (T, B, H) or packed (N, H).
+inline std::tuple<at::Tensor, at::Tensor> plain_forward(
+    Launcher launch, const at::Tensor& f_, const at::Tensor& z_,
+    const std::optional<at::Tensor>& c0_, const std::optional<at::Tensor>& lengths_,
+    const at::Tensor* batch_sizes, bool reverse) {
+  check_float(f_, "f");
+  check_same(z_, f_, "z", "f");
+  TORCH_CHECK(z_.sizes() == f_.sizes(), "qrnn_lm: z has shape ", z_.sizes(), " but f has ",
+              f_.sizes());
+  FoPoolParams p;
+  p.packed = batch_sizes != nullptr;
+  p.reverse = reverse;
+  at::Tensor lengths, tables;
+  if (p.packed) {
+    TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
+    tables = packed_tables(*batch_sizes, f_.size(0), f_.device(), &p.B);
+    p.T = batch_sizes->size(0);
+    p.H = f_.size(1);
+  } else {
+    TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
+    p.T = f_.size(0);
+    p.B = f_.size(1);
+    p.H = f_.size(2);
+    lengths = check_lengths(lengths_, p.T, p.B, f_);
+  }
+  set_tables(p, lengths, tables);
+  auto c0 = check_c0(c0_, p.B, p.H, f_);
+  auto f = f_.contiguous(), z = z_.contiguous();
+  auto c = at::empty_like(f);
+  auto cn = at::empty({p.B, p.H}, f.options());
+  p.f = f.data_ptr();
+  p.z = z.data_ptr();
+  p.c0 = c0.defined() ? c0.data_ptr() : nullptr;
+  p.c = c.data_ptr();
+  p.cn = cn.data_ptr();
+  if (p.B * p.H > 0) launch(p, f.scalar_type(), false);
+  return {c, cn};
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> plain_backward(
+    Launcher launch, const at::Tensor& grad_c_, const at::Tensor& grad_cn_,
+    const at::Tensor& f_, const at::Tensor& z_, const at::Tensor& c_,
+    const std::optional<at::Tensor>& c0_, const std::optional<at::Tensor>& lengths_,
+    const at::Tensor* batch_sizes, bool reverse) {
+  check_float(f_, "f");
+  check_same(z_, f_, "z", "f");
+  check_same(c_, f_, "c", "f");
+  check_same(grad_c_, f_, "grad_c", "f");
+  check_same(grad_cn_, f_, "grad_c_n", "f");
+  TORCH_CHECK(z_.sizes() == f_.sizes() && c_.sizes() == f_.sizes() &&
+                  grad_c_.sizes() == f_.sizes(),
+              "qrnn_lm: backward: f, z, c and grad_c must have the same shape");
+  FoPoolParams p;
+  p.packed = batch_sizes != nullptr;
+  p.reverse = reverse;
+  at::Tensor lengths, tables;
+  if (p.packed) {
+    TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
+    tables = packed_tables(*batch_sizes, f_.size(0), f_.device(), &p.B);
+    p.T = batch_sizes->size(0);
+    p.H = f_.size(1);
+  } else {
+    TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
+    p.T = f_.size(0);
+    p.B = f_.size(1);
+    p.H = f_.size(2);
+    lengths = check_lengths(lengths_, p.T, p.B, f_);
+  }
+  set_tables(p, lengths, tables);
+  TORCH_CHECK(grad_cn_.dim() == 2 && grad_cn_.size(0) == p.B && grad_cn_.size(1) == p.H,
+              "qrnn_lm: grad_c_n must have shape (B, H)");
+  auto c0 = check_c0(c0_, p.B, p.H, f_);
+  auto f = f_.contiguous(), z = z_.contiguous(), c = c_.contiguous();
+  auto gc = grad_c_.contiguous(), gcn = grad_cn_.contiguous();
+  auto grad_f = at::empty_like(f), grad_z = at::empty_like(f);
+  auto grad_c0 = at::empty({p.B, p.H}, f.options());
+  p.f = f.data_ptr();
+  p.z = z.data_ptr();
+  p.c = c.data_ptr();
+  p.c0 = c0.defined() ? c0.data_ptr() : nullptr;
+  p.grad_out = gc.data_ptr();
+  p.grad_cn = gcn.data_ptr();
+  p.grad_f = grad_f.data_ptr();
+  p.grad_z = grad_z.data_ptr();
+  p.grad_c0 = grad_c0.data_ptr();
+  if (p.B * p.H > 0) launch(p, f.scalar_type(), true);
+  return {grad_f, grad_z, grad_c0};
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
+    Launcher launch, const at::Tensor& gates_, const std::optional<at::Tensor>& c0_,
+    const std::optional<at::Tensor>& lengths_, const at::Tensor* batch_sizes,
+    bool output_gate, bool reverse) {
+  check_float(gates_, "gates");
+  FoPoolParams p;
+  p.packed = batch_sizes != nullptr;
+  p.reverse = reverse;
+  p.G = output_gate ? 3 : 2;
+  TORCH_CHECK(gates_.dim() == (p.packed ? 2 : 3), "qrnn_lm: gates must have shape ",
+              p.packed ? "(N, G*H)" : "(T, B, G*H)", ", got ", gates_.sizes());
+  TORCH_CHECK(gates_.size(-1) % p.G == 0, "qrnn_lm: the last dim of gates (",
+              gates_.size(-1), ") must be ", p.G, "*H");
+  p.H = gates_.size(-1) / p.G;
+  at::Tensor lengths, tables;
+  if (p.packed) {
+    tables = packed_tables(*batch_sizes, gates_.size(0), gates_.device(), &p.B);
+    p.T = batch_sizes->size(0);
+  } else {
+    p.T = gates_.size(0);
+    p.B = gates_.size(1);
+    lengths = check_lengths(lengths_, p.T, p.B, gates_);
+  }
+  set_tables(p, lengths, tables);
+  auto c0 = check_c0(c0_, p.B, p.H, gates_);
+  auto gates = gates_.contiguous();
+  auto shape = gates.sizes().vec();
+  shape.back() = p.H;
+  auto c = at::empty(shape, gates.options());
+  // Without an output gate h is c; return an empty second output rather than
+  // an alias (custom-op outputs must not alias each other).
+  auto h = output_gate ? at::empty(shape, gates.options()) : at::Tensor();
+  auto cn = at::empty({p.B, p.H}, gates.options());
+  p.gates = gates.data_ptr();
+  p.c0 = c0.defined() ? c0.data_ptr() : nullptr;
+  p.c = c.data_ptr();
+  p.h = output_gate ? h.data_ptr() : nullptr;
+  p.cn = cn.data_ptr();
+  if (p.B * p.H > 0) launch(p, gates.scalar_type(), false);
+  if (output_gate) return {h, c, cn};
+  return {c, at::empty({0}, gates.options()), cn};
+}
+
+inline std::tuple<at::Tensor, at::Tensor> fused_backward(
+    Launcher launch, const at::Tensor& grad_h_, const at::Tensor& grad_cn_,
+    const at::Tensor& gates_, const at::Tensor& c_, const std::optional<at::Tensor>& c0_,
+    const std::optional<at::Tensor>& lengths_, const at::Tensor* batch_sizes,
+    bool output_gate, bool reverse) {
+  check_float(gates_, "gates");
+  check_same(c_, gates_, "c", "gates");
+  check_same(grad_h_, gates_, "grad_h", "gates");
+  check_same(grad_cn_, gates_, "grad_c_n", "gates");
+  FoPoolParams p;
+  p.packed = batch_sizes != nullptr;
+  p.reverse = reverse;
+  p.G = output_gate ? 3 : 2;
+  TORCH_CHECK(gates_.dim() == (p.packed ? 2 : 3), "qrnn_lm: gates must have shape ",
+              p.packed ? "(N, G*H)" : "(T, B, G*H)", ", got ", gates_.sizes());
+  TORCH_CHECK(gates_.size(-1) % p.G == 0, "qrnn_lm: the last dim of gates must be G*H");
+  p.H = gates_.size(-1) / p.G;
+  auto shape = gates_.sizes().vec();
+  shape.back() = p.H;
+  TORCH_CHECK(c_.sizes() == at::IntArrayRef(shape) && grad_h_.sizes() == at::IntArrayRef(shape),
+              "qrnn_lm: backward: c and grad_h must have shape ", shape);
+  at::Tensor lengths, tables;
+  if (p.packed) {
+    tables = packed_tables(*batch_sizes, gates_.size(0), gates_.device(), &p.B);
+    p.T = batch_sizes->size(0);
+  } else {
+    p.T = gates_.size(0);
+    p.B = gates_.size(1);
+    lengths = check_lengths(lengths_, p.T, p.B, gates_);
+  }
+  set_tables(p, lengths, tables);
+  TORCH_CHECK(grad_cn_.dim() == 2 && grad_cn_.size(0) == p.B && grad_cn_.size(1) == p.H,
+              "qrnn_lm: grad_c_n must have shape (B, H)");
+  auto c0 = check_c0(c0_, p.B, p.H, gates_);
+  auto gates = gates_.contiguous(), c = c_.contiguous();
+  auto gh = grad_h_.contiguous(), gcn = grad_cn_.contiguous();
+  auto grad_gates = at::empty_like(gates);
+  auto grad_c0 = at::empty({p.B, p.H}, gates.options());
+  p.gates = gates.data_ptr();
+  p.c = c.data_ptr();
+  p.c0 = c0.defined() ? c0.data_ptr() : nullptr;
+  p.grad_out = gh.data_ptr();
+  p.grad_cn = gcn.data_ptr();
+  p.grad_gates = grad_gates.data_ptr();
+  p.grad_c0 = grad_c0.data_ptr();
+  if (p.B * p.H > 0) {
+    launch(p, gates.scalar_type(), true);
+  } else {
+    grad_gates.zero_();
+    grad_c0.zero_();
+  }
+  return {grad_gates, grad_c0};
+}
+
+}  // namespace qrnn_lm
