@@ -143,3 +143,390 @@ def read_text(path: str, normalizer: TextNormalizer | None = None,
     if n == 0:
         raise QrnnLmError(f"corpus file {path} contains no text; give a UTF-8 text "
                           "file with one paragraph per line.")
+
+
+# --------------------------------------------------------------------------
+# Deterministic splits
+# --------------------------------------------------------------------------
+
+def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:
+    """``train``/``valid``/``test`` from a hash of ``key`` (stable across runs
+    and machines, unlike Python's ``hash``)."""
+    import hashlib
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    if h < test_fraction:
+        return "test"
+    if h < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+class _SplitWriter:
+    """Writes lines to ``{out_dir}/{split}.txt``."""
+
+    def __init__(self, out_dir: str):
+        os.makedirs(out_dir, exist_ok=True)
+        self.out_dir = out_dir
+        self.files = {}
+        self.lines = dict.fromkeys(("train", "valid", "test"), 0)
+
+    def write(self, split: str, lines: Iterable[str]) -> None:
+        f = self.files.get(split)
+        if f is None:
+            f = self.files[split] = open(os.path.join(self.out_dir, f"{split}.txt"), "w",
+                                         encoding="utf-8")
+        for line in lines:
+            f.write(line + "\n")
+            self.lines[split] += 1
+
+    def close(self) -> dict:
+        for f in self.files.values():
+            f.close()
+        return {s: os.path.join(self.out_dir, f"{s}.txt") for s in self.files}
+
+
+# --------------------------------------------------------------------------
+# Wikipedia XML dumps
+# --------------------------------------------------------------------------
+
+_WIKI_NAMESPACED = ("file", "image", "ファイル", "画像", "category", "カテゴリ", "media")
+_RE_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_RE_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
+_RE_DROP_TAGS = re.compile(r"<(math|gallery|syntaxhighlight|source|pre|code|timeline|"
+                           r"score|imagemap|table)[^>]*>.*?</\1>", re.S | re.I)
+_RE_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+_RE_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_RE_TABLE = re.compile(r"\{\|[^{}]*?\|\}", re.S)
+_RE_INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
+_RE_EXT_LINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]+\s*([^\]]*)\]")
+_RE_QUOTES = re.compile(r"'{2,}")
+_RE_HEADING = re.compile(r"^=+.*=+$")
+
+
+def _link_text(m) -> str:
+    target, _, label = m.group(1).partition("|")
+    ns = target.split(":", 1)[0].strip().lower() if ":" in target else ""
+    if ns in _WIKI_NAMESPACED:
+        return ""
+    if "|" in label:  # [[a|b|c]]: the label is the last part
+        label = label.rsplit("|", 1)[1]
+    return label or target
+
+
+def strip_wiki_markup(text: str) -> list[str]:
+    """Wiki markup -> prose paragraphs (lists, headings, tables, templates,
+    references, files and categories dropped; links kept as their text)."""
+    import html
+    text = _RE_COMMENT.sub("", text)
+    text = _RE_REF.sub("", text)
+    text = _RE_DROP_TAGS.sub("", text)
+    # templates and tables nest: strip innermost first until nothing changes
+    for _ in range(20):
+        new = _RE_TABLE.sub("", _RE_TEMPLATE.sub("", text))
+        if new == text:
+            break
+        text = new
+    for _ in range(5):  # links inside file captions nest too
+        new = _RE_INNER_LINK.sub(_link_text, text)
+        if new == text:
+            break
+        text = new
+    text = _RE_EXT_LINK.sub(r"\1", text)
+    text = _RE_QUOTES.sub("", text)
+    text = html.unescape(_RE_TAG.sub("", html.unescape(text)))
+    out = []
+    for line in text.split("\n"):
+        line = line.strip()
+        if (not line or _RE_HEADING.match(line) or line[0] in "*#:;|!{}"
+                or line.startswith("----")):
+            continue
+        line = line.replace("{{", "").replace("}}", "").replace("[[", "").replace("]]", "")
+        if line:
+            out.append(line)
+    return out
+
+
+def iter_wiki_articles(path: str, sample: int = 1) -> Iterator[tuple[str, str]]:
+    """Stream ``(title, wikitext)`` of every ``sample``-th article (main
+    namespace, no redirects) of a MediaWiki XML dump (.xml or .xml.bz2)."""
+    import xml.etree.ElementTree as ET
+    if sample < 1:
+        raise QrnnLmError("--sample must be at least 1.")
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"Wikipedia dump {path} does not exist.")
+    f = _open_binary(path)
+    index = 0
+    try:
+        context = ET.iterparse(f, events=("start", "end"))
+        root = None
+        for event, elem in context:
+            if root is None:
+                root = elem
+            if event != "end" or not elem.tag.endswith("}page") and elem.tag != "page":
+                continue
+            ns = title = text = None
+            redirect = False
+            for child in elem.iter():
+                tag = child.tag.rsplit("}", 1)[-1]
+                if tag == "ns":
+                    ns = (child.text or "").strip()
+                elif tag == "title":
+                    title = child.text or ""
+                elif tag == "redirect":
+                    redirect = True
+                elif tag == "text":
+                    text = child.text or ""
+            root.clear()  # the whole point of iterparse: drop finished pages
+            if ns not in (None, "0") or redirect or text is None:
+                continue
+            if text.lstrip().lower().startswith(("#redirect", "#転送")):
+                continue
+            if index % sample == 0:
+                yield title, text
+            index += 1
+    except ET.ParseError as e:
+        raise QrnnLmError(f"{path} is not a readable MediaWiki XML dump ({e}).") from None
+    except (OSError, EOFError) as e:
+        raise QrnnLmError(f"cannot read {path} ({e}); is the download complete?") from None
+    finally:
+        f.close()
+
+
+def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
+                      valid_fraction: float = 0.01, test_fraction: float = 0.01,
+                      normalizer: TextNormalizer | None = None, log=None) -> dict:
+    """Write the prose of every ``sample``-th article to ``out_dir/{split}.txt``
+    (articles split by a hash of their title); returns {split: path}."""
+    normalizer = normalizer or TextNormalizer()
+    w = _SplitWriter(out_dir)
+    n = 0
+    for title, text in iter_wiki_articles(path, sample):
+        lines = list(normalizer.lines(strip_wiki_markup(text)))
+        if lines:
+            w.write(split_of(title, valid_fraction, test_fraction), lines)
+            n += 1
+    paths = w.close()
+    if n == 0 or "train" not in paths:
+        raise QrnnLmError(f"{path} yielded no article text; check that it is a MediaWiki "
+                          "pages-articles dump.")
+    if log:
+        log(f"wikipedia: {n} articles -> " + ", ".join(f"{s} {w.lines[s]} lines" for s in paths))
+    return paths
+
+
+# --------------------------------------------------------------------------
+# debian-ja: Japanese documentation shipped by Debian
+# --------------------------------------------------------------------------
+
+DEBIAN_JA_PACKAGES = ("manpages-ja", "manpages-ja-dev", "debian-reference-ja",
+                      "developers-reference-ja", "debian-policy-ja", "maint-guide-ja",
+                      "aptitude-doc-ja", "debian-faq-ja", "debian-edu-doc-ja")
+_JA_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
+
+
+class _HTMLText:
+    """Paragraph text of an HTML page (script/style dropped, block tags end a
+    paragraph, <pre> kept line by line)."""
+
+    BLOCK = {"p", "div", "li", "dt", "dd", "td", "th", "tr", "h1", "h2", "h3", "h4",
+             "h5", "h6", "br", "pre", "table", "ul", "ol", "dl", "title", "blockquote",
+             "section", "article", "header", "footer", "hr", "caption", "figcaption"}
+
+    @classmethod
+    def paragraphs(cls, html_text: str) -> list[str]:
+        from html.parser import HTMLParser
+        out, cur, skip, pre = [], [], [0], [0]
+
+        def flush():
+            s = "".join(cur)
+            cur.clear()
+            out.extend(s.split("\n") if pre[0] else [s])
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                if tag in ("script", "style"):
+                    skip[0] += 1
+                elif tag in cls.BLOCK:
+                    flush()
+                    if tag == "pre":
+                        pre[0] += 1
+
+            def handle_endtag(self, tag):
+                if tag in ("script", "style"):
+                    skip[0] = max(0, skip[0] - 1)
+                elif tag in cls.BLOCK:
+                    flush()
+                    if tag == "pre":
+                        pre[0] = max(0, pre[0] - 1)
+
+            def handle_data(self, data):
+                if not skip[0]:
+                    cur.append(data if pre[0] else _join_wrapped(data.split("\n")))
+
+        p = P(convert_charrefs=True)
+        p.feed(html_text)
+        p.close()
+        flush()
+        return out
+
+
+def _join_wrapped(lines: list[str]) -> str:
+    """Join hard-wrapped lines: no space between Japanese characters."""
+    out = ""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        if out and not (_JA_CHAR.match(out[-1]) or _JA_CHAR.match(line[0])):
+            out += " "
+        out += line
+    return out
+
+
+_ROFF_ESCAPE = re.compile(r"\\f(\[[^\]]*\]|\(..|.)|\\s[+-]?\d|\\\*(\(..|\[[^\]]*\]|.)|"
+                          r"\\[&|^%:,/]|\\\(..|\\\[[^\]]*\]|\\[nkz]\(?..?")
+_ROFF_CHARS = {"\\-": "-", "\\e": "\\", "\\ ": " ", "\\~": " ", "\\(em": "—",
+               "\\(en": "–", "\\(bu": "・", "\\(co": "©", "\\(aq": "'", "\\(dq": '"'}
+
+
+def roff_paragraphs(text: str) -> list[str]:
+    """Man page (roff) -> paragraphs: requests dropped except the text of
+    font/heading macros, escapes removed, wrapped lines joined."""
+    paras, cur = [], []
+
+    def flush():
+        if cur:
+            paras.append(_join_wrapped(cur))
+            cur.clear()
+
+    for line in text.split("\n"):
+        if line.startswith(('.\\"', "'\\\"", '\\"')):
+            continue
+        if line.startswith((".", "'")):
+            req, _, arg = line[1:].partition(" ")
+            req = req.strip()
+            if req in ("SH", "SS", "TH"):
+                flush()
+                if req != "TH":
+                    paras.append(_roff_clean(arg.replace('"', "")))
+            elif req in ("PP", "LP", "P", "TP", "IP", "HP", "sp", "br", "RS", "RE", "nf", "fi"):
+                flush()
+                if req == "IP" and arg:
+                    cur.append(_roff_clean(arg.split('"')[1] if arg.startswith('"') else arg))
+            elif req in ("B", "I", "SM", "SB", "BI", "BR", "IB", "IR", "RB", "RI") and arg:
+                cur.append(_roff_clean(arg.replace('"', "")))
+            continue
+        if not line.strip():
+            flush()
+            continue
+        cur.append(_roff_clean(line))
+    flush()
+    return paras
+
+
+def _roff_clean(s: str) -> str:
+    for k, v in _ROFF_CHARS.items():
+        s = s.replace(k, v)
+    return _ROFF_ESCAPE.sub("", s).replace("\\", "")
+
+
+def _text_paragraphs(text: str) -> list[str]:
+    paras, cur = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            cur.append(line)
+        elif cur:
+            paras.append(_join_wrapped(cur))
+            cur = []
+    if cur:
+        paras.append(_join_wrapped(cur))
+    return paras
+
+
+def _read_doc(path: str) -> str:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def debian_ja_files(root: str = "/") -> tuple[dict, list]:
+    """{package: [installed document paths]} from dpkg's file lists, and the
+    packages that are not installed."""
+    info = os.path.join(root, "var/lib/dpkg/info")
+    found, missing = {}, []
+    for pkg in DEBIAN_JA_PACKAGES:
+        lst = None
+        for name in (f"{pkg}.list", f"{pkg}:all.list"):
+            if os.path.isfile(os.path.join(info, name)):
+                lst = os.path.join(info, name)
+        if lst is None:
+            missing.append(pkg)
+            continue
+        files = []
+        with open(lst, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                p = line.strip()
+                base = p[:-3] if p.endswith(".gz") else p
+                is_man = "/man/ja" in p and re.search(r"\.\d\w*$", base)
+                is_doc = base.endswith((".html", ".htm", ".txt")) or is_man
+                full = os.path.join(root, p.lstrip("/"))
+                if is_doc and os.path.isfile(full):
+                    files.append(full)
+        found[pkg] = sorted(files)
+    return found, missing
+
+
+def extract_debian_ja(out_dir: str, *, root: str = "/", valid_fraction: float = 0.05,
+                      test_fraction: float = 0.05, normalizer: TextNormalizer | None = None,
+                      min_chars: int = 8, min_japanese: float = 0.3, log=None) -> dict:
+    """The ``debian-ja`` corpus: Japanese documentation of the installed
+    Debian packages (HTML, man pages, text) as paragraphs in
+    ``out_dir/{split}.txt``, documents split by a hash of their path.
+    Lines shorter than ``min_chars`` or with less than ``min_japanese`` of
+    Japanese characters, and exact duplicates, are dropped.
+    Returns {split: path}."""
+    found, missing = debian_ja_files(root)
+    n_files = sum(len(v) for v in found.values())
+    if not n_files:
+        raise QrnnLmError("the debian-ja corpus needs Debian's Japanese documentation; "
+                          "install it with: sudo apt-get install " + " ".join(DEBIAN_JA_PACKAGES))
+    if missing and log:
+        log("debian-ja: not installed (skipped): " + " ".join(missing)
+            + "; sudo apt-get install " + " ".join(missing) + " adds them")
+    normalizer = normalizer or TextNormalizer()
+    w = _SplitWriter(out_dir)
+    seen = set()
+    for pkg in sorted(found):
+        for path in found[pkg]:
+            base = path[:-3] if path.endswith(".gz") else path
+            try:
+                text = _read_doc(path)
+            except (OSError, EOFError):
+                continue
+            if base.endswith((".html", ".htm")):
+                paras = _HTMLText.paragraphs(text)
+            elif base.endswith(".txt"):
+                paras = _text_paragraphs(text)
+            else:
+                paras = roff_paragraphs(text)
+            keep = []
+            for line in normalizer.lines(paras):
+                if len(line) < min_chars or len(_JA_CHAR.findall(line)) < min_japanese * len(line):
+                    continue
+                h = hash(line)
+                if h in seen:
+                    continue
+                seen.add(h)
+                keep.append(line)
+            rel = os.path.relpath(path, root)
+            w.write(split_of(rel, valid_fraction, test_fraction), keep)
+    paths = w.close()
+    if "train" not in paths or not w.lines["train"]:
+        raise QrnnLmError("the installed Debian Japanese documentation yielded no text; "
+                          "reinstall it with: sudo apt-get install --reinstall "
+                          + " ".join(sorted(found)))
+    if log:
+        log(f"debian-ja: {n_files} files -> " + ", ".join(f"{s} {w.lines[s]} lines"
+                                                         for s in paths))
+    return paths
+

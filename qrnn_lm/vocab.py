@@ -253,8 +253,9 @@ def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
     q = max(1, min(dim, n_rows, n_ctx))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        a = torch.sparse_coo_tensor(np.stack([r, col]), torch.from_numpy(val),
-                                    (n_rows, n_ctx)).coalesce()
+        a = torch.sparse_coo_tensor(torch.from_numpy(np.stack([r, col])),
+                                    torch.from_numpy(val), (n_rows, n_ctx),
+                                    check_invariants=True).coalesce()
         if q >= min(n_rows, n_ctx):
             U, S, _ = torch.linalg.svd(a.to_dense(), full_matrices=False)
             U, S = U[:, :q], S[:q]
@@ -286,6 +287,8 @@ def kmeans_assign(x: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.n
     if k > n:
         raise QrnnLmError(f"--buckets {k} is larger than the number of rare words with "
                           f"vectors ({n}); use fewer buckets or a larger corpus.")
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
     if k == n:
         return np.arange(n, dtype=np.int64)
     if n < 4 * k:
@@ -434,7 +437,8 @@ class Vocabulary:
                     ix = np.asarray(groups[p])
                     labels = kmeans_assign(x[ix], alloc[p], seed)
                     for i, lab in zip(ix, labels):
-                        bucket_of[with_vec[i]] = (p, int(lab))
+                        # a POS group with one cluster is just the POS bucket
+                        bucket_of[with_vec[i]] = (p, int(lab) if alloc[p] > 1 else None)
 
         # ---- buckets (k-means labels renumbered densely, empty clusters dropped)
         keys = sorted(set(bucket_of.values()), key=lambda k: (k[0] or "", -1 if k[1] is None else k[1]))
@@ -714,21 +718,31 @@ def token_log_probs(output_log_probs, ids, rare_logp):
 
 
 def _allocate(total: int, sizes: dict) -> dict:
-    """Split ``total`` clusters over groups proportionally to their sizes
-    (largest remainder), at least one per group and at most the group size."""
+    """Split ``total`` clusters over groups: one each, the rest proportionally
+    to the group sizes (largest remainder), never more than a group's size."""
     groups = sorted(sizes)
-    if total < len(groups):
-        total = len(groups)
-    n = sum(sizes.values())
-    raw = {g: total * sizes[g] / n for g in groups}
-    alloc = {g: max(1, min(sizes[g], int(raw[g]))) for g in groups}
-    left = total - sum(alloc.values())
-    for g in sorted(groups, key=lambda g: (-(raw[g] - int(raw[g])), g)):
-        if left <= 0:
+    alloc = {g: 1 for g in groups}
+    left = total - len(groups)
+    while left > 0:
+        room = {g: sizes[g] - alloc[g] for g in groups if sizes[g] > alloc[g]}
+        if not room:
             break
-        if alloc[g] < sizes[g]:
-            alloc[g] += 1
-            left -= 1
+        n = sum(room.values())
+        raw = {g: left * room[g] / n for g in room}
+        give = {g: min(room[g], int(raw[g])) for g in room}
+        rest = left - sum(give.values())
+        for g in sorted(room, key=lambda g: (-(raw[g] - int(raw[g])), g)):
+            if rest <= 0:
+                break
+            if give[g] < room[g]:
+                give[g] += 1
+                rest -= 1
+        for g, k in give.items():
+            alloc[g] += k
+        given = sum(give.values())
+        if given == 0:
+            break
+        left -= given
     return alloc
 
 

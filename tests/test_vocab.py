@@ -1,0 +1,253 @@
+"""Vocabulary: buckets, exact probabilities, round trips, bad input."""
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from qrnn_lm.errors import QrnnLmError
+from qrnn_lm.prepare import prepare
+from qrnn_lm.vocab import (SpellingModel, Vocabulary, _allocate, kmeans_assign, read_vec_file,
+                           token_log_probs)
+
+FOODS = ["りんご", "バナナ", "みかん", "ぶどう", "いちご", "メロン"]
+PLACES = ["東京", "大阪", "京都", "札幌", "福岡", "名古屋"]
+
+
+def write_lines(path, lines):
+    path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
+    return str(path)
+
+
+def food_place_corpus(tmp_path, n=240, seed=0):
+    """Foods only ever appear as "…を食べる", places as "…へ旅行に行く": words
+    that share contexts.  The frame words are frequent, foods and places rare."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        if i % 2:
+            lines.append(f"私は毎日{rng.choice(FOODS)}を食べる。")
+        else:
+            lines.append(f"来週{rng.choice(PLACES)}へ旅行に行く。")
+    train = write_lines(tmp_path / "train.txt", lines)
+    valid = write_lines(tmp_path / "valid.txt",
+                        ["私は毎日りんごを食べる。", "来週ｘｙｚ港へ旅行に行く。"])
+    return train, valid
+
+
+def n_frame_words(tmp_path):
+    """Number of word types that are not foods or places (to keep exactly those)."""
+    from qrnn_lm.tokenizers import MecabTokenizer
+    tok = MecabTokenizer()
+    words = {s for line in ["私は毎日りんごを食べる。", "来週東京へ旅行に行く。"]
+             for s, _ in tok.tokenize(line)}
+    return len(words - set(FOODS) - set(PLACES))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    train, valid = food_place_corpus(d)
+    return d, train, valid, n_frame_words(d)
+
+
+def test_pos_buckets_for_known_words(corpus, tmp_path):
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "p"), tokenizer="mecab", vocab_size=k,
+                rare="pos", pos_depth=2)
+    assert set(v.rare_words) == set(FOODS) | set(PLACES)
+    for w in PLACES:
+        assert v.id_to_token(v.rare_words[w][0]) == "<unk-名詞-固有名詞>"
+    for w in ["りんご", "みかん", "ぶどう", "いちご", "メロン"]:
+        assert v.id_to_token(v.rare_words[w][0]) == "<unk-名詞-普通名詞>"
+    # depth 1: all in one 名詞 bucket
+    v1 = prepare(train, valid, None, str(tmp_path / "p1"), tokenizer="mecab", vocab_size=k,
+                 rare="pos", pos_depth=1)
+    assert {v1.id_to_token(v1.rare_words[w][0]) for w in FOODS + PLACES} == {"<unk-名詞>"}
+    # an unseen word gets a bucket from MeCab's (unknown-word) POS
+    ids, lp = v.encode("来週ｘｙｚ港へ")
+    toks = [v.id_to_token(i) for i in ids]
+    assert toks[0] == "来週" and any(t.startswith("<unk-名詞") for t in toks)
+    assert all(np.isfinite(lp)) and (lp[[v.is_bucket(i) for i in ids]] < 0).all()
+
+
+def test_kmeans_groups_words_that_share_contexts(corpus, tmp_path):
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "k"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, seed=0)
+    food_b = {v.rare_words[w][0] for w in FOODS}
+    place_b = {v.rare_words[w][0] for w in PLACES}
+    assert len(food_b) == 1 and len(place_b) == 1 and food_b != place_b
+    assert all(v.is_bucket(b) for b in food_b | place_b)
+    # pos+kmeans: clusters inside POS groups; places are 名詞-固有名詞 only
+    v2 = prepare(train, valid, None, str(tmp_path / "pk"), tokenizer="mecab", vocab_size=k,
+                 rare="pos+kmeans", buckets=2, seed=0)
+    assert {v2.id_to_token(v2.rare_words[w][0]) for w in PLACES} == {"<unk-名詞-固有名詞>"}
+
+
+@pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("kmeans", 3)])
+def test_round_trip_through_vocab_json(corpus, tmp_path, rare, buckets):
+    d, train, valid, k = corpus
+    out = tmp_path / rare
+    v = prepare(train, valid, None, str(out), tokenizer="mecab", vocab_size=k,
+                rare=rare, buckets=buckets, workers=2)
+    json.loads((out / "vocab.json").read_text(encoding="utf-8"))  # plain JSON
+    w = Vocabulary.load(str(out))
+    assert [w.id_to_token(i) for i in range(len(w))] == [v.id_to_token(i) for i in range(len(v))]
+    assert w.rare_words == v.rare_words and w.eos_id == v.eos_id
+    assert [w.is_bucket(i) for i in range(len(w))] == [v.is_bucket(i) for i in range(len(v))]
+    w2 = Vocabulary.from_dict(json.loads(json.dumps(w.to_dict())))
+    # the stored splits are what encode() gives line by line, </s> after each
+    for split, path in (("train", train), ("valid", valid)):
+        ids = np.load(out / f"{split}.ids.npy", mmap_mode="r")
+        lps = np.load(out / f"{split}.rare_logp.npy", mmap_mode="r")
+        exp_ids, exp_lp = [], []
+        for line in open(path, encoding="utf-8").read().splitlines():
+            i, lp = w2.encode(line)
+            exp_ids += list(i) + [w2.eos_id]
+            exp_lp += list(lp) + [0.0]
+        np.testing.assert_array_equal(ids, exp_ids)
+        np.testing.assert_allclose(lps, exp_lp, rtol=1e-6)
+    # ids sorted by descending training frequency
+    counts = np.bincount(np.load(out / "train.ids.npy"), minlength=len(w))
+    assert (np.diff(counts) <= 0).all()
+    np.testing.assert_array_equal(counts, w.counts)
+
+
+def _spell_sum_check(sp: SpellingModel):
+    total = sum(math.exp(sp._log_char[c]) for c in sp.char_counts)
+    total += (0x110000 - len(sp.char_counts)) * math.exp(sp._log_other)
+    return total
+
+
+def test_spelling_model_is_a_distribution():
+    sp = SpellingModel.fit(["ねこ", "いぬ", "ねずみ", "abc"])
+    assert _spell_sum_check(sp) == pytest.approx(1.0, abs=1e-9)
+    for w in ["ねこ", "x", "猫犬", "ねずみねずみ"]:
+        expect = math.log(sp.q) + (len(w) - 1) * math.log1p(-sp.q)
+        expect += sum(sp._log_char.get(c, sp._log_other) for c in w)
+        assert sp.logp(w) == pytest.approx(expect)
+    assert sp.logp("") == -math.inf
+    one = SpellingModel.fit(list("abcab"), single_char=True)
+    assert one.logp("ab") == -math.inf and math.isfinite(one.logp("z"))
+    d = SpellingModel.from_dict(json.loads(json.dumps(sp.to_dict())))
+    assert d.logp("ねこ") == sp.logp("ねこ")
+
+
+@pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("pos+kmeans", 3)])
+def test_full_vocabulary_probabilities_sum_to_one(corpus, tmp_path, rare, buckets):
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "s"), tokenizer="mecab", vocab_size=k,
+                rare=rare, buckets=buckets)
+    g = torch.Generator().manual_seed(1)
+    lm = torch.log_softmax(torch.randn(len(v), generator=g, dtype=torch.float64), 0).numpy()
+    total = 0.0
+    for i in range(len(v)):
+        if not v.is_bucket(i):
+            total += math.exp(lm[i])
+            continue
+        b = v.buckets[i]
+        members = [w for w, (bb, _) in v.rare_words.items() if bb == i]
+        seen = sum(math.exp(lm[i] + v.rare_logp(w, i)) for w in members)
+        # the unseen mass from its definition, not from the code under test
+        n_tok, n_typ = b["tokens"], b["types"]
+        spell_seen = sum(math.exp(v.spelling.logp(w)) for w in members)
+        unseen = n_typ / (n_tok + n_typ) * (1 - spell_seen) if n_tok else 1.0
+        assert v.unseen_mass(i) == pytest.approx(unseen, abs=1e-9)
+        total += seen + math.exp(lm[i]) * unseen
+    assert abs(total - 1.0) < 1e-6
+
+
+def test_token_log_probs_torch_and_numpy():
+    lp = torch.log_softmax(torch.randn(2, 3, 7, dtype=torch.float64), -1)
+    ids = torch.tensor([[0, 3, 6], [1, 1, 2]])
+    rare = torch.tensor([[0.0, -2.0, 0.0], [-1.0, 0.0, 0.0]], dtype=torch.float64)
+    out = token_log_probs(lp, ids, rare)
+    for a in range(2):
+        for t in range(3):
+            assert out[a, t].item() == pytest.approx(lp[a, t, ids[a, t]].item() + rare[a, t].item())
+    np.testing.assert_allclose(token_log_probs(lp.numpy(), ids.numpy(), rare.numpy()), out.numpy())
+
+
+def test_sample_word(corpus, tmp_path):
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "g"), tokenizer="mecab", vocab_size=k,
+                rare="pos")
+    b = v.rare_words["東京"][0]
+    draw = lambda seed: [v.sample_word(b, torch.Generator().manual_seed(seed))  # noqa: E731
+                         for _ in range(20)]
+    a = draw(3)
+    assert a == draw(3) and set(a) <= set(PLACES)
+    rng = np.random.default_rng(0)
+    words = [v.sample_word(b, rng, unseen=True) for _ in range(200)]
+    assert any(w not in PLACES for w in words) and any(w in PLACES for w in words)
+    with pytest.raises(ValueError):
+        v.sample_word(v.eos_id, rng)
+    assert v.decode(["東京", "へ", "</s>", "大阪"]) == "東京へ\n大阪"
+
+
+def test_deterministic_with_seed(corpus, tmp_path):
+    d, train, valid, k = corpus
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"r{run}"
+        prepare(train, valid, None, str(out), tokenizer="mecab", vocab_size=k - 3,
+                rare="pos+kmeans", buckets=4, seed=7, workers=1 + run)
+        outs.append(out)
+    assert (outs[0] / "vocab.json").read_bytes() == (outs[1] / "vocab.json").read_bytes()
+    for f in ["train.ids.npy", "valid.ids.npy", "train.rare_logp.npy", "valid.rare_logp.npy"]:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
+
+
+def test_kmeans_input_errors(corpus, tmp_path):
+    d, train, valid, k = corpus
+    with pytest.raises(QrnnLmError, match="larger than the number of rare words"):
+        prepare(train, valid, None, str(tmp_path / "e"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=13)
+    with pytest.raises(QrnnLmError, match="larger than the number of rare"):
+        kmeans_assign(np.zeros((3, 2), np.float32), 4)
+    vec = tmp_path / "bad.vec"
+    vec.write_text("3 4\n東京 1 2 3 4\n大阪 1 2 3\nりんご 1 2 3 4\n", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="line 3 has 3 numbers.*dimension 4"):
+        prepare(train, valid, None, str(tmp_path / "v"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(vec))
+    nohdr = tmp_path / "nohdr.vec"
+    nohdr.write_text("東京 1 2\n", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="header"):
+        read_vec_file(str(nohdr), ["東京"])
+
+
+def test_vec_file_vectors_and_pos_fallback(corpus, tmp_path):
+    d, train, valid, k = corpus
+    vec = tmp_path / "w.vec"
+    rows = [f"{w} 1 0.1 0" for w in FOODS[:4]] + [f"{w} 0 0.1 1" for w in PLACES[:4]]
+    vec.write_text(f"{len(rows)} 3\n" + "\n".join(rows) + "\nother 1 1 1\n", encoding="utf-8")
+    v = prepare(train, valid, None, str(tmp_path / "vv"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(vec))
+    assert len({v.rare_words[w][0] for w in FOODS[:4]}) == 1
+    assert len({v.rare_words[w][0] for w in PLACES[:4]}) == 1
+    assert v.rare_words[FOODS[0]][0] != v.rare_words[PLACES[0]][0]
+    # no vector: the word's POS bucket
+    assert v.id_to_token(v.rare_words[PLACES[5]][0]) == "<unk-名詞-固有名詞>"
+
+
+def test_allocate_clusters():
+    # one each, then the 7 left by largest remainder over the room left (99 : 9)
+    assert _allocate(10, {"a": 100, "b": 1, "c": 10}) == {"a": 7, "b": 1, "c": 2}
+    assert sum(_allocate(7, {"a": 3, "b": 3, "c": 30}).values()) == 7
+    assert _allocate(2, {"a": 5, "b": 5, "c": 5}) == {"a": 1, "b": 1, "c": 1}
+    assert _allocate(50, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
+
+
+def test_bad_vocabulary_files(tmp_path):
+    p = tmp_path / "vocab.json"
+    with pytest.raises(QrnnLmError, match="no vocabulary"):
+        Vocabulary.load(str(p))
+    p.write_text("{not json", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="not a valid vocabulary"):
+        Vocabulary.load(str(tmp_path))
+    p.write_text("{}", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="not a qrnn_lm vocabulary"):
+        Vocabulary.load(str(p))
