@@ -28,6 +28,7 @@ import base64
 import collections
 import multiprocessing
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -149,10 +150,16 @@ def train_sentencepiece(lines: Iterable[str], model_prefix: str, vocab_size: int
             normalization_rule_name="identity", remove_extra_whitespaces=False,
             input_sentence_size=2_000_000, shuffle_input_sentence=True,
             max_sentence_length=1 << 16, num_threads=threads,
-            unk_surface="\u2047", minloglevel=2)
+            unk_surface="\u2047", minloglevel=2,
+            # a small corpus may not support vocab_size pieces: take fewer
+            hard_vocab_limit=False)
     except RuntimeError as e:
-        raise QrnnLmError(f"sentencepiece training failed ({str(e).strip()}); "
-                          "try a smaller --vocab-size.") from e
+        msg = str(e).strip().splitlines()[-1]
+        m = re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg)
+        if m:
+            raise QrnnLmError(f"--vocab-size {vocab_size} is too small for sentencepiece with "
+                              f"byte fallback on this corpus; use at least {m.group(1)}.") from e
+        raise QrnnLmError(f"sentencepiece training failed ({msg}).") from e
     return SentencePieceTokenizer(model_prefix + ".model")
 
 

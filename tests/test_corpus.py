@@ -1,0 +1,174 @@
+"""Corpus readers: normalisation, bad input, Wikipedia dumps, debian-ja."""
+import bz2
+import gzip
+import os
+import warnings
+from xml.sax.saxutils import escape
+
+import pytest
+
+from qrnn_lm import corpus as C
+from qrnn_lm.errors import QrnnLmError
+
+
+def test_normalisation_and_long_lines(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("ＡＢＣ　１２３  ｶﾀｶﾅ\n\n   \n" + "あ" * 30 + "。" + "い" * 30 + "\n",
+                 encoding="utf-8")
+    n = C.TextNormalizer(max_line_chars=40)
+    lines = list(C.read_text(str(p), n))
+    assert lines[0] == "ABC 123 カタカナ"
+    # split after the sentence end, not in the middle of a word
+    assert lines[1:] == ["あ" * 30 + "。", "い" * 30]
+    raw = list(C.read_text(str(p), C.TextNormalizer(nfkc=False)))
+    assert raw[0] == "ＡＢＣ １２３ ｶﾀｶﾅ"
+    # a line without any break point is cut at the limit
+    assert [len(x) for x in C.TextNormalizer(max_line_chars=16).split_long("x" * 40)] == [16, 16, 8]
+
+
+def test_invalid_utf8_replaced_and_counted_once(tmp_path):
+    p = tmp_path / "b.txt"
+    good = "これは正しい文です。\n" * 50
+    p.write_bytes(good.encode() + b"bad \xff\xfe here \xc3\n" + "\ufffd ok\n".encode())
+    stats = {}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lines = list(C.read_text(str(p), stats=stats))
+    # three bytes that start no valid sequence; the genuine U+FFFD is not counted
+    assert stats["invalid_utf8"] == 3
+    assert len(w) == 1 and "3 invalid UTF-8" in str(w[0].message)
+    assert lines[-2:] == ["bad \ufffd\ufffd here \ufffd", "\ufffd ok"]
+
+
+def test_empty_and_binary_input(tmp_path):
+    e = tmp_path / "empty.txt"
+    e.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="contains no text"):
+        list(C.read_text(str(e)))
+    b = tmp_path / "bin.dat"
+    b.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(QrnnLmError, match="binary"):
+        list(C.read_text(str(b)))
+    g = tmp_path / "garbage.txt"
+    g.write_bytes(bytes(range(128, 256)) * 1000)
+    with pytest.raises(QrnnLmError, match="does not look like UTF-8"):
+        list(C.read_text(str(g)))
+    with pytest.raises(QrnnLmError, match="does not exist"):
+        list(C.read_text(str(tmp_path / "missing.txt")))
+
+
+def test_compressed_text(tmp_path):
+    p = tmp_path / "c.txt.gz"
+    with gzip.open(p, "wt", encoding="utf-8") as f:
+        f.write("一行目\n二行目\n")
+    assert list(C.read_text(str(p))) == ["一行目", "二行目"]
+
+
+ARTICLE_ONE = """{{Infobox 都市|名前=東京{{lang|en|Tokyo}}}}
+'''東京都'''は[[日本]]の[[首都|首都である都市]]。<ref>出典</ref>人口が多い。
+== 歴史 ==
+[[ファイル:Tokyo.jpg|thumb|[[東京]]の写真]]
+江戸と呼ばれた<!-- 注釈 -->。[https://example.org 外部リンク]も見よ。
+* 箇条書き
+{| class="wikitable"
+| 表のセル
+|}
+[[Category:日本の都市]]"""
+
+# In a dump the wikitext is XML-escaped (&lt;ref&gt; ...).
+WIKI = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="ja">
+  <siteinfo><sitename>Wikipedia</sitename></siteinfo>
+  <page><title>記事一</title><ns>0</ns><id>1</id>
+    <revision><text xml:space="preserve">""" + escape(ARTICLE_ONE) + """</text></revision></page>
+  <page><title>転送</title><ns>0</ns><id>2</id><redirect title="記事一"/>
+    <revision><text>#転送 [[記事一]]</text></revision></page>
+  <page><title>Wikipedia:方針</title><ns>4</ns><id>3</id>
+    <revision><text>プロジェクト文書。</text></revision></page>
+  <page><title>記事二</title><ns>0</ns><id>4</id>
+    <revision><text>二番目の記事です。</text></revision></page>
+  <page><title>記事三</title><ns>0</ns><id>5</id>
+    <revision><text>三番目の記事です。</text></revision></page>
+</mediawiki>
+"""
+
+
+def test_wiki_markup_stripped_and_sampled(tmp_path):
+    p = tmp_path / "dump.xml"
+    p.write_text(WIKI, encoding="utf-8")
+    arts = list(C.iter_wiki_articles(str(p)))
+    assert [t for t, _ in arts] == ["記事一", "記事二", "記事三"]
+    prose = C.strip_wiki_markup(arts[0][1])
+    assert prose == ["東京都は日本の首都である都市。人口が多い。",
+                     "江戸と呼ばれた。外部リンクも見よ。"]
+    # every 2nd article, counted over articles only (not redirects / other namespaces)
+    assert [t for t, _ in C.iter_wiki_articles(str(p), sample=2)] == ["記事一", "記事三"]
+    b = tmp_path / "dump.xml.bz2"
+    b.write_bytes(bz2.compress(WIKI.encode("utf-8")))
+    paths = C.extract_wiki_dump(str(b), str(tmp_path / "out"), sample=1,
+                                valid_fraction=0.0, test_fraction=0.0)
+    assert open(paths["train"], encoding="utf-8").read().splitlines() == [
+        "東京都は日本の首都である都市。人口が多い。", "江戸と呼ばれた。外部リンクも見よ。",
+        "二番目の記事です。", "三番目の記事です。"]
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<mediawiki><page><title>x</title>", encoding="utf-8")
+    with pytest.raises(QrnnLmError, match="not a readable MediaWiki"):
+        list(C.iter_wiki_articles(str(bad)))
+
+
+def test_split_of_is_deterministic_and_proportional():
+    keys = [f"doc{i}" for i in range(4000)]
+    splits = [C.split_of(k, 0.05, 0.05) for k in keys]
+    assert splits == [C.split_of(k, 0.05, 0.05) for k in keys]
+    assert 120 < splits.count("valid") < 290 and 120 < splits.count("test") < 290
+
+
+def _fake_debian_root(tmp_path, packages):
+    root = tmp_path / "root"
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    files = {
+        "debian-reference-ja": {
+            "/usr/share/doc/debian-reference-ja/index.ja.html":
+                "<html><head><title>x</title><style>p {}</style></head><body>"
+                "<p>これはDebianの\nリファレンスです。</p><script>var a=1;</script>"
+                "<p>English only paragraph here.</p><p>短い</p></body></html>",
+        },
+        "manpages-ja": {
+            "/usr/share/man/ja/man1/ls.1.gz":
+                '.\\" comment\n.TH LS 1\n.SH 名前\nls \\- ディレクトリの内容を\n一覧表示する\n'
+                ".PP\n\\fBls\\fP はファイルの情報を表示します。\n",
+        },
+    }
+    for pkg in packages:
+        paths = []
+        for path, text in files.get(pkg, {}).items():
+            full = root / path.lstrip("/")
+            full.parent.mkdir(parents=True, exist_ok=True)
+            if path.endswith(".gz"):
+                with gzip.open(full, "wt", encoding="utf-8") as f:
+                    f.write(text)
+            else:
+                full.write_text(text, encoding="utf-8")
+            paths.append(path)
+        (info / f"{pkg}.list").write_text("/.\n/usr\n" + "\n".join(paths) + "\n",
+                                          encoding="utf-8")
+    return str(root)
+
+
+def test_debian_ja_extraction(tmp_path):
+    root = _fake_debian_root(tmp_path, ["debian-reference-ja", "manpages-ja"])
+    logs = []
+    paths = C.extract_debian_ja(str(tmp_path / "out"), root=root, valid_fraction=0,
+                                test_fraction=0, log=logs.append)
+    lines = open(paths["train"], encoding="utf-8").read().splitlines()
+    assert "これはDebianのリファレンスです。" in lines
+    assert "ls - ディレクトリの内容を一覧表示する" in lines
+    assert "ls はファイルの情報を表示します。" in lines
+    assert not any("English" in l or "var a" in l or l == "短い" for l in lines)
+    assert any("apt-get install" in m and "debian-faq-ja" in m for m in logs)
+
+
+def test_debian_ja_missing_packages_message(tmp_path):
+    root = _fake_debian_root(tmp_path, [])
+    with pytest.raises(QrnnLmError, match="sudo apt-get install manpages-ja manpages-ja-dev"):
+        C.extract_debian_ja(str(tmp_path / "out"), root=root)
