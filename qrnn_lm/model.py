@@ -74,6 +74,9 @@ class ModelConfig:
                     or self.cutoffs[0] <= 0 or self.cutoffs[-1] >= self.vocab_size):
                 raise ValueError(f"adaptive softmax cutoffs must increase strictly within (0, {self.vocab_size}), "
                                  f"got {self.cutoffs}")
+            if int(self.nhid // self.div_value ** len(self.cutoffs)) < 1:
+                raise ValueError(f"adaptive softmax: the last cluster's projection would have nhid / div_value^"
+                                 f"{len(self.cutoffs)} < 1 units; use fewer --cutoffs or a larger --nhid")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

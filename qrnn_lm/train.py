@@ -112,6 +112,10 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+class PrepareFailed(Exception):
+    """``qrnn_lm.prepare`` failed and has already told the user why."""
+
+
 PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_depth", "workers", "seed")
 
 
@@ -143,7 +147,7 @@ def prepare_on_the_fly(args, is_master: bool, distributed: bool) -> str:
         try:
             rc = prepare.main(argv)
             if rc:
-                raise SystemExit(rc)  # prepare has printed its one-sentence error
+                raise PrepareFailed(rc)  # prepare has printed its one-sentence error
             if os.path.exists(out):   # another process won the race
                 shutil.rmtree(tmp)
             else:
@@ -224,6 +228,8 @@ def main(argv=None) -> int:
     except QrnnLmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except PrepareFailed as e:
+        return int(e.args[0]) or 1
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         return 130
