@@ -395,6 +395,11 @@ class QRNN(nn.Module):
                 "QRNN state must be None, a QRNNState (c, inputs) returned by a previous call, "
                 f"or a tensor c; got {type(state).__name__}"
             )
+        if isinstance(hist, Tensor):
+            raise ValueError(
+                "QRNN state is a QRNNState (c, inputs), not nn.LSTM's (h, c); pass the state "
+                "a QRNN returned, or just its c"
+            )
         c = _state_tensor("QRNN", "c", c, (L * D, batch, H), x)
         if k == 1 or hist is None or len(hist) == 0:
             return c, None

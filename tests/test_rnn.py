@@ -455,6 +455,8 @@ def test_bad_constructor_and_packed_arguments():
         m(PackedSequence(p.data[:-1], p.batch_sizes, p.sorted_indices, p.unsorted_indices))
     with pytest.raises(ValueError, match="only for Tensor input"):
         m(p, lengths=torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match="not nn.LSTM's"):
+        m(torch.randn(3, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(ValueError, match="one per layer"):
         m(torch.randn(3, 2, 3), QRNNState(torch.zeros(1, 2, 4), (torch.zeros(1, 2, 3),) * 2))
 
