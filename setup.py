@@ -1,0 +1,112 @@
+"""Builds qrnn_lm and its compiled fo-pooling extension ``qrnn_lm._C``.
+
+    pip install --no-build-isolation .        # or -e . for development
+
+The CPU kernels are always built.  The CUDA kernels are built when a CUDA
+toolkit (CUDA_HOME / nvcc) and a CUDA build of torch are present -- a visible
+GPU is not needed, so wheels can be built on CPU-only machines.
+
+Environment switches:
+  QRNN_LM_FORCE_CUDA=1   build the CUDA kernels (fail if impossible)
+  QRNN_LM_SKIP_CUDA=1    build the CPU kernels only
+  QRNN_LM_DEBUG=1        -O0 -g host code, -G device code
+  TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0" (torch's variable)
+  MAX_JOBS               parallel compile jobs (ninja)
+
+Use --no-build-isolation: an isolated build compiles against whatever torch
+pip resolves, which may not be the torch you run with, and an extension
+built against another torch cannot be loaded (qrnn_lm then JIT-builds or
+falls back to the slow reference, with a warning).
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+BUILD_INFO = {}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def nvcc_available(cuda_home) -> bool:
+    return bool(cuda_home) and (Path(cuda_home) / "bin" / "nvcc").exists() \
+        or shutil.which("nvcc") is not None
+
+
+def extensions():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    debug = env_flag("QRNN_LM_DEBUG")
+    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    cpp = sorted(f"csrc/{p.name}" for p in CSRC.glob("*.cpp"))
+    cu = sorted(f"csrc/{p.name}" for p in CSRC.glob("*.cu"))
+    if env_flag("QRNN_LM_SKIP_CUDA"):
+        with_cuda, why = False, "QRNN_LM_SKIP_CUDA is set"
+    elif env_flag("QRNN_LM_FORCE_CUDA"):
+        if torch.version.cuda is None:
+            raise RuntimeError("QRNN_LM_FORCE_CUDA=1 but the installed torch "
+                               f"{torch.__version__} is a CPU-only build")
+        if not nvcc_available(CUDA_HOME):
+            raise RuntimeError("QRNN_LM_FORCE_CUDA=1 but no CUDA toolkit was found; "
+                               "set CUDA_HOME")
+        with_cuda, why = True, "QRNN_LM_FORCE_CUDA is set"
+    elif torch.version.cuda is None:
+        with_cuda, why = False, f"torch {torch.__version__} is a CPU-only build"
+    elif not nvcc_available(CUDA_HOME):
+        with_cuda, why = False, "no CUDA toolkit found (set CUDA_HOME)"
+    else:
+        with_cuda, why = True, f"CUDA toolkit at {CUDA_HOME}"
+    print(f"qrnn_lm: building the CPU kernels{' and the CUDA kernels' if with_cuda else ''}"
+          f" ({why}) against torch {torch.__version__}")
+
+    BUILD_INFO.update(torch=torch.__version__, cuda=with_cuda)
+    if with_cuda:
+        nvcc = ["-O0", "-G", "-g"] if debug else ["-O3", "--use_fast_math", "-lineinfo"]
+        return [CUDAExtension("qrnn_lm._C", cpp + cu,
+                              extra_compile_args={"cxx": cxx + ["-DQRNN_LM_WITH_CUDA"],
+                                                  "nvcc": nvcc})]
+    return [CppExtension("qrnn_lm._C", cpp, extra_compile_args={"cxx": cxx})]
+
+
+class BuildPyWithSources(build_py):
+    """Ships csrc/ inside the package (qrnn_lm/_csrc) for the JIT fallback."""
+
+    def run(self):
+        super().run()
+        dest = Path(self.build_lib) / "qrnn_lm" / "_csrc"
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in CSRC.iterdir():
+            if p.suffix in (".cpp", ".cu", ".h", ".cuh"):
+                shutil.copy2(p, dest / p.name)
+
+
+def main():
+    from torch.utils.cpp_extension import BuildExtension
+
+    class BuildExtWithInfo(BuildExtension.with_options(use_ninja=True)):
+        """Records, next to the built module, the torch it was built against;
+        the loader JIT-rebuilds instead of loading it under another torch."""
+
+        def run(self):
+            super().run()
+            out = Path(self.get_ext_fullpath("qrnn_lm._C")).parent / "_build_info.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(BUILD_INFO) + "\n")
+
+    setup(
+        ext_modules=extensions(),
+        cmdclass={"build_ext": BuildExtWithInfo,
+                  "build_py": BuildPyWithSources},
+    )
+
+
+if __name__ == "__main__":
+    main()
