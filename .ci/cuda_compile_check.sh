@@ -37,8 +37,10 @@ if ! "$VENV/bin/python" setup.py -q build_ext --build-temp "$BUILD/temp" --build
   exit 1
 fi
 so=$(ls "$BUILD"/lib/qrnn_lm/_C*.so)
-# the .so must contain the CUDA kernels, not just the CPU ones
-if ! strings "$so" | grep -q fo_pool_fwd_kernel && ! nm -C "$so" 2>/dev/null | grep -q fo_pool_fwd_kernel; then
+# the .so must contain the CUDA kernels, not just the CPU ones (no `grep -q`
+# in a pipe: with pipefail its early exit fails the pipe)
+kernels=$( (nm -C "$so" 2>/dev/null || true) | grep -c 'fo_pool_fwd_kernel' || true)
+if [ "${kernels:-0}" -eq 0 ]; then
   echo "cuda_compile_check: $so has no CUDA kernels" >&2
   exit 1
 fi
