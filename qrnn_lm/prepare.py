@@ -30,7 +30,8 @@ from .corpus import TextNormalizer, read_text
 from .errors import QrnnLmError
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
-from .vocab import RARE_MODES, Vocabulary, ppmi_svd_vectors, read_vec_file
+from .vocab import (RARE_MODES, Vocabulary, ppmi_svd_vectors, read_vec_file,
+                    vectors_from_checkpoint)
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -107,7 +108,11 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
     t0 = time.time()
     tok = _make_tokenizer(tokenizer, train, out, vocab_size, normalizer, seed, workers)
     if tokenizer == "sentencepiece":
-        vocab_size = max(vocab_size, 1 << 30)  # keep every piece that occurs
+        # every piece is kept, so there are no rare words to put in buckets
+        vocab_size = 1 << 30
+        if rare != "unk":
+            log(f"sentencepiece keeps every piece: --rare {rare} ignored")
+        rare, buckets = "unk", None
     # ---- pass over train: type ids of (surface, pos) pairs; 0 is `</s>`
     type_index: dict = {}
     types: list = [None]
@@ -142,7 +147,10 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
             type_counts.setdefault((piece, "piece"), 0)
     vec_fn = None
     if rare in ("kmeans", "pos+kmeans"):
-        if vectors is not None:
+        if vectors is not None and vectors.endswith((".pt", ".pth")):
+            def vec_fn(words):
+                return vectors_from_checkpoint(vectors, words)
+        elif vectors is not None:
             def vec_fn(words):
                 table = read_vec_file(vectors, words)
                 dims = {v.shape[0] for v in table.values()}
@@ -294,8 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rare", choices=RARE_MODES, default="pos", help="rare-word buckets")
     p.add_argument("--buckets", type=int, default=None,
                    help="k-means clusters (total over POS groups for pos+kmeans)")
-    p.add_argument("--vectors", help="word2vec/fastText .vec file for k-means "
-                                     "(default: PPMI+SVD vectors from the training corpus)")
+    p.add_argument("--vectors", help="word vectors for k-means: a word2vec/fastText .vec "
+                                     "file or a train.py checkpoint (.pt) of a model with a "
+                                     "larger vocabulary (default: PPMI+SVD vectors of the "
+                                     "training corpus)")
     p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--seed", type=int, default=0)

@@ -190,6 +190,42 @@ def read_vec_file(path: str, words: Iterable[str]) -> dict:
     return out
 
 
+def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Input embeddings of ``words`` from a trained qrnn_lm checkpoint.
+
+    Useful with a model trained on a larger vocabulary (a bigger
+    ``--vocab-size``): its kept words are this vocabulary's rare words.  Words
+    the checkpoint's model did not keep have no vector.  Returns
+    (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
+    """
+    import torch
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        old = Vocabulary.from_dict(ckpt["vocab"])
+        state = ckpt["model"]
+    except (OSError, RuntimeError, KeyError, TypeError, QrnnLmError) as e:
+        raise QrnnLmError(f"cannot read word vectors from checkpoint {path} ({e}); give a "
+                          "checkpoint written by train.py or a .vec file.") from None
+    weight = state.get("encoder.weight")
+    if weight is None:
+        cands = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2
+                 and v.shape[0] == len(old)]
+        if not cands:
+            raise QrnnLmError(f"checkpoint {path} has no input embedding matrix with "
+                              f"{len(old)} rows.")
+        weight = cands[0]
+    w = weight.float().numpy()
+    x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
+    has = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words):
+        j = old.word_to_id.get(word)
+        if j is not None:
+            x[i], has[i] = w[j], True
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= n[:, 0] > 0
+    return x / np.maximum(n, 1e-12), has
+
+
 def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
                      window: int = 2, context_words: int = 5000, dim: int = 64,
                      seed: int = 0, chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:

@@ -251,3 +251,27 @@ def test_bad_vocabulary_files(tmp_path):
     p.write_text("{}", encoding="utf-8")
     with pytest.raises(QrnnLmError, match="not a qrnn_lm vocabulary"):
         Vocabulary.load(str(p))
+
+
+def test_vectors_from_a_checkpoint(corpus, tmp_path):
+    """A model trained with a larger vocabulary lends its input embeddings."""
+    d, train, valid, k = corpus
+    big = prepare(train, valid, None, str(tmp_path / "big"), tokenizer="mecab",
+                  vocab_size=1000, rare="unk")
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(len(big), 8, generator=g) * 0.05
+    for w in FOODS:
+        weight[big.word_to_id[w], 0] += 1.0
+    for w in PLACES:
+        weight[big.word_to_id[w], 1] += 1.0
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": {"encoder.weight": weight}, "vocab": big.to_dict()}, ckpt)
+    v = prepare(train, valid, None, str(tmp_path / "small"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(ckpt))
+    assert len({v.rare_words[w][0] for w in FOODS}) == 1
+    assert len({v.rare_words[w][0] for w in PLACES}) == 1
+    assert v.rare_words[FOODS[0]][0] != v.rare_words[PLACES[0]][0]
+    torch.save({"model": {}}, tmp_path / "bad.pt")
+    with pytest.raises(QrnnLmError, match="cannot read word vectors"):
+        prepare(train, valid, None, str(tmp_path / "bad"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(tmp_path / "bad.pt"))
