@@ -197,7 +197,6 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
     out_id[0] = vocab.eos_id
     for g in range(1, len(types)):
         out_id[g], out_lp[g] = vocab.lookup(*types[g])
-    ids_path = os.path.join(out, "train.ids.npy")
     _npy_from(type_stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
     writer.finish(lambda c: out_id[c])
     bucket_tokens = int(sum(counts[g] for g in range(1, len(types))
@@ -210,7 +209,7 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
         if path is None:
             continue
         _encode_split(vocab, tok, split, path, out, normalizer, workers, progress)
-    log(f"done in {time.time() - t0:.1f}s: {os.path.abspath(ids_path)} ...")
+    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(out)}")
     return vocab
 
 
