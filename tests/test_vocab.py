@@ -2,6 +2,7 @@
 import json
 import math
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -136,6 +137,7 @@ def test_spelling_model_is_a_distribution():
     assert d.logp("ねこ") == sp.logp("ねこ")
 
 
+@pytest.mark.filterwarnings("ignore:k-means")
 @pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("pos+kmeans", 3)])
 def test_full_vocabulary_probabilities_sum_to_one(corpus, tmp_path, rare, buckets):
     d, train, valid, k = corpus
@@ -275,3 +277,20 @@ def test_vectors_from_a_checkpoint(corpus, tmp_path):
     with pytest.raises(QrnnLmError, match="cannot read word vectors"):
         prepare(train, valid, None, str(tmp_path / "bad"), tokenizer="mecab", vocab_size=k,
                 rare="kmeans", buckets=2, vectors=str(tmp_path / "bad.pt"))
+
+
+def test_kmeans_assign_small_inputs(capfd):
+    rng = np.random.default_rng(0)
+    centres = np.array([[5, 0], [0, 5], [-5, -5]], dtype=np.float32)
+    x = np.concatenate([c + rng.normal(0, 0.1, (10, 2)) for c in centres]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 10 points per cluster: no warning
+        labels = kmeans_assign(x, 3, seed=0)
+    # faiss's own C++ warning (< 39 points per centroid) is avoided
+    assert "WARNING" not in capfd.readouterr().err
+    with pytest.warns(UserWarning, match="clusters will be tiny"):
+        kmeans_assign(x[::4], 3, seed=0)
+    assert [len(set(labels[i:i + 10])) for i in (0, 10, 20)] == [1, 1, 1]
+    assert len(set(labels)) == 3
+    np.testing.assert_array_equal(labels, kmeans_assign(x, 3, seed=0))
+    np.testing.assert_array_equal(kmeans_assign(x, 1), np.zeros(30))
