@@ -446,7 +446,14 @@ def _text_paragraphs(text: str) -> list[str]:
 def _read_doc(path: str) -> str:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace")
+        data = f.read()
+    # Older Japanese man pages are EUC-JP; try that before replacing bytes.
+    for enc in ("utf-8", "euc-jp"):
+        try:
+            return data.decode(enc)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("utf-8", errors="replace")
 
 
 def debian_ja_files(root: str = "/") -> tuple[dict, list]:

@@ -133,6 +133,9 @@ def _fake_debian_root(tmp_path, packages):
                 "<p>これはDebianの\nリファレンスです。</p><script>var a=1;</script>"
                 "<p>English only paragraph here.</p><p>短い</p></body></html>",
         },
+        "manpages-ja-dev": {
+            "/usr/share/man/ja/man3/printf.3": "文字列を整形して出力する関数です。\n",
+        },
         "manpages-ja": {
             "/usr/share/man/ja/man1/ls.1.gz":
                 '.\\" comment\n.TH LS 1\n.SH 名前\nls \\- ディレクトリの内容を\n一覧表示する\n'
@@ -144,7 +147,9 @@ def _fake_debian_root(tmp_path, packages):
         for path, text in files.get(pkg, {}).items():
             full = root / path.lstrip("/")
             full.parent.mkdir(parents=True, exist_ok=True)
-            if path.endswith(".gz"):
+            if path.endswith(".3"):  # an old EUC-JP page
+                full.write_bytes(text.encode("euc-jp"))
+            elif path.endswith(".gz"):
                 with gzip.open(full, "wt", encoding="utf-8") as f:
                     f.write(text)
             else:
@@ -156,7 +161,8 @@ def _fake_debian_root(tmp_path, packages):
 
 
 def test_debian_ja_extraction(tmp_path):
-    root = _fake_debian_root(tmp_path, ["debian-reference-ja", "manpages-ja"])
+    root = _fake_debian_root(tmp_path, ["debian-reference-ja", "manpages-ja",
+                                        "manpages-ja-dev"])
     logs = []
     paths = C.extract_debian_ja(str(tmp_path / "out"), root=root, valid_fraction=0,
                                 test_fraction=0, log=logs.append)
@@ -164,6 +170,7 @@ def test_debian_ja_extraction(tmp_path):
     assert "これはDebianのリファレンスです。" in lines
     assert "ls - ディレクトリの内容を一覧表示する" in lines
     assert "ls はファイルの情報を表示します。" in lines
+    assert "文字列を整形して出力する関数です。" in lines
     assert not any("English" in l or "var a" in l or l == "短い" for l in lines)
     assert any("apt-get install" in m and "debian-faq-ja" in m for m in logs)
 
