@@ -10,7 +10,7 @@ pairs and back:
 ``pos`` is a "-"-joined part-of-speech path used by the rare-word buckets:
 UniDic ``pos1-pos2-pos3-pos4`` for MeCab (``*`` levels dropped; MeCab's
 unknown-word POS for words outside its dictionary), the Unicode general
-category for ``char`` (``Lo``, ``Nd`` ...), and ``piece`` for sentencepiece.
+category + name for ``char`` (``Lo-CJK``, ``Nd-DIGIT`` ...), ``piece`` for sentencepiece.
 
 Whitespace is part of the text a model must predict (bits per character
 count it), so the MeCab tokenizer emits a ``" "`` token (POS ``空白``) where
@@ -81,13 +81,25 @@ class MecabTokenizer:
 
 
 class CharTokenizer:
-    """One token per character; POS is the Unicode general category."""
+    """One token per character.  Its "POS" is the Unicode general category
+    and the first word of the character's name (``Lo-CJK``, ``Lo-HIRAGANA``,
+    ``Nd-DIGIT``), so rare-character buckets separate kanji from kana."""
 
     name = "char"
 
+    def __init__(self):
+        self._pos: dict = {}
+
+    def _char_pos(self, c: str) -> str:
+        p = self._pos.get(c)
+        if p is None:
+            name = unicodedata.name(c, "").split(" ", 1)[0]
+            p = self._pos[c] = f"{unicodedata.category(c)}-{name}" if name else unicodedata.category(c)
+        return p
+
     def tokenize(self, line: str) -> list[tuple[str, str]]:
-        cat = unicodedata.category
-        return [(c, cat(c)) for c in line]
+        pos = self._char_pos
+        return [(c, pos(c)) for c in line]
 
     def detokenize(self, surfaces: Iterable[str]) -> str:
         return "".join(surfaces)

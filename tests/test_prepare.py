@@ -166,3 +166,15 @@ def test_python_m_entry_point(files, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "vocabulary:" in r.stderr and (tmp_path / "m" / "vocab.json").exists()
+
+
+def test_char_buckets_by_script(files, tmp_path):
+    train, valid = files
+    v = prepare(train, valid, None, str(tmp_path / "c"), tokenizer="char", vocab_size=20,
+                rare="pos", pos_depth=2)
+    names = {v.id_to_token(v.rare_words[c][0]) for c in "吾輩猫"}
+    assert names == {"<unk-Lo-CJK>"}
+    assert v.id_to_token(v.rare_words["ニ"][0]) == "<unk-Lo-KATAKANA>"
+    # an unseen kanji goes to the kanji bucket, a single character has finite logp
+    ids, lp = v.encode("鬱")
+    assert v.id_to_token(ids[0]) == "<unk-Lo-CJK>" and np.isfinite(lp[0])
