@@ -16,6 +16,7 @@ each kernel must read and write once (element size s, n = T*B*H):
   fused forward     5 n s   (read 3 gates; write h, c)
   fused backward    8 n s   (read grad_h, 3 gates, c; write 3 gate grads)
 Copy bandwidth: 2 * nbytes / time of ``dst.copy_(src)`` on a large buffer.
+Times are the best of --repeats runs (see timeit).
 
     python benchmarks/bench_fo_pool.py                     # CPU, 2 threads
     python benchmarks/bench_fo_pool.py --device cuda
@@ -28,7 +29,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,7 +54,11 @@ def sync(device):
 
 
 def timeit(fn, device, repeats, warmup=1):
-    """Median wall time (s) of fn()."""
+    """Best wall time (s) of fn() over `repeats` runs.
+
+    The minimum, not the median: on a shared machine the other processes
+    only ever add time, and the best run is the closest to the kernel's cost.
+    """
     for _ in range(warmup):
         fn()
     sync(device)
@@ -71,7 +75,7 @@ def timeit(fn, device, repeats, warmup=1):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def copy_bandwidth(device, nbytes, repeats):

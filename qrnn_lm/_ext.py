@@ -68,7 +68,7 @@ def _try_jit() -> str | None:
         return "the csrc/ sources are not available for a JIT build"
     from torch.utils import cpp_extension
     sources = sorted(str(p) for p in src.glob("*.cpp"))
-    flags = ["-O3"]
+    flags = ["-O3", "-fno-trapping-math"]  # as setup.py
     cuda = False
     if torch.cuda.is_available() and torch.version.cuda and cpp_extension.CUDA_HOME:
         sources += sorted(str(p) for p in src.glob("*.cu"))
