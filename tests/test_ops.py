@@ -421,3 +421,49 @@ def test_fallback_reference_handles_half_precision():
     assert c.dtype == torch.bfloat16
     assert_close(c, c64, torch.bfloat16)
     assert_close(c_n, c_n64, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------
+# loader: prebuilt module for another torch, and the reference fallback
+# --------------------------------------------------------------------------
+
+def test_loader_refuses_extension_built_for_another_torch(tmp_path, monkeypatch):
+    from qrnn_lm import _ext
+    (tmp_path / "_build_info.json").write_text('{"torch": "0.0.1", "cuda": false}')
+    monkeypatch.setattr(_ext, "_PKG", tmp_path)
+    why = _ext._try_prebuilt()
+    assert why is not None and "built against torch 0.0.1" in why
+
+
+def test_fallback_warns_once_and_uses_reference():
+    import subprocess
+    import sys
+    code = r'''
+import importlib.abc, os, sys, warnings
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "qrnn_lm._C":
+            raise ImportError("blocked by the test")
+sys.meta_path.insert(0, Block())
+os.environ["QRNN_LM_NO_JIT"] = "1"
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    import torch
+    from qrnn_lm import ops
+    f, z = torch.rand(3, 2, 4, dtype=torch.float64), torch.randn(3, 2, 4, dtype=torch.float64)
+    c, c_n = ops.fo_pool(f, z)
+    ops.fo_pool(f, z)
+    r, r_n = ops.fo_pool_reference(f, z)
+    assert torch.equal(c, r) and torch.equal(c_n, r_n)
+msgs = [str(x.message) for x in w if "qrnn_lm" in str(x.message)]
+print(len(msgs), sorted(ops.compiled_devices()))
+print(msgs[0] if msgs else "")
+'''
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, msg = out.stdout.splitlines()[:2]
+    assert first == "1 []"
+    assert "blocked by the test" in msg and "pip install --no-build-isolation" in msg
