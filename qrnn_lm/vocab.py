@@ -70,31 +70,33 @@ class SpellingModel:
     all non-empty strings of Unicode code points.
 
         P(w) = q (1 - q)^(len(w) - 1) * prod_i p(w_i)
-        p(c) = (count(c) + d / 0x110000) / (T + d)
+        p(c) = (count(c) + d * p0(c)) / (T + d)
 
-    T and d are the total and distinct character counts of the training word
-    types (Witten-Bell: unseen characters share d / (T + d), uniformly over
-    all code points), q = (types + 1) / (T + 2) so that the mean length
-    matches.  ``single_char`` (the char tokenizer) fixes q = 1.
+    T and d are the total and distinct character counts of the word types it
+    was fitted on (Witten-Bell: characters not among them share d / (T + d)),
+    and p0 is the ``backoff`` model's character distribution, or uniform over
+    all 0x110000 code points without one.  q = (types + 1) / (T + 2) so that
+    the mean length matches; ``single_char`` (the char tokenizer) fixes q = 1.
+    Each POS group of buckets has its own model (katakana loanwords spell
+    differently from verbs) backing off to one fitted on all training types.
     """
 
-    def __init__(self, char_counts: dict, n_types: int, single_char: bool = False):
+    def __init__(self, char_counts: dict, n_types: int, single_char: bool = False,
+                 backoff: "SpellingModel | None" = None):
         self.char_counts = dict(char_counts)
         self.n_types = int(n_types)
         self.single_char = bool(single_char)
+        self.backoff = backoff
         total = sum(self.char_counts.values())
         distinct = len(self.char_counts)
         denom = total + distinct
-        if denom == 0:
-            self._log_char = {}
-            self._log_other = -math.log(_NUM_CODEPOINTS)
-            self._p_seen = 0.0
-        else:
-            self._log_char = {c: math.log((n + distinct / _NUM_CODEPOINTS) / denom)
-                              for c, n in self.char_counts.items()}
-            self._log_other = math.log(distinct / _NUM_CODEPOINTS / denom)
-            self._p_seen = total / denom
-        self._total = total
+        self._p_seen = total / denom if denom else 0.0
+        # log of the backoff share d / (T + d); all mass when there is no data
+        self._log_share = math.log(distinct / denom) if denom else 0.0
+        # the model's own share of each character it has seen: log(count / (T + d))
+        self._log_char = {c: math.log(n / denom) for c, n in self.char_counts.items() if n > 0}
+        self._cache: dict = {}
+        self._log_uniform = -math.log(_NUM_CODEPOINTS)
         if self.single_char:
             self.q = 1.0
         else:
@@ -105,14 +107,33 @@ class SpellingModel:
         self._chars = sorted(self.char_counts)
         self._cum = np.cumsum([self.char_counts[c] for c in self._chars]) if self._chars else None
 
+    def _base_logp(self, c: str) -> float:
+        return self.backoff.char_logp(c) if self.backoff is not None else self._log_uniform
+
+    def char_logp(self, c: str) -> float:
+        """log p(c) of one character."""
+        r = self._cache.get(c)
+        if r is None:
+            other = self._log_share + self._base_logp(c)
+            own = self._log_char.get(c)
+            if own is None:
+                r = other
+            else:  # log(exp(own) + exp(other)), own >= other almost always
+                hi, lo = max(own, other), min(own, other)
+                r = hi + math.log1p(math.exp(lo - hi))
+            if len(self._cache) < 1_000_000:
+                self._cache[c] = r
+        return r
+
     @classmethod
-    def fit(cls, words: Iterable[str], single_char: bool = False) -> "SpellingModel":
+    def fit(cls, words: Iterable[str], single_char: bool = False,
+            backoff: "SpellingModel | None" = None) -> "SpellingModel":
         counts = Counter()
         n = 0
         for w in words:
             counts.update(w)
             n += 1
-        return cls(counts, n, single_char)
+        return cls(counts, n, single_char, backoff)
 
     def logp(self, word: str) -> float:
         """Natural log of P(word); -inf for the empty string (and for words
@@ -120,25 +141,27 @@ class SpellingModel:
         n = len(word)
         if n == 0 or (n > 1 and self.single_char):
             return -math.inf
-        lc, lo = self._log_char, self._log_other
         s = self._log_q + (n - 1) * self._log_1mq if n > 1 else self._log_q
         for c in word:
-            s += lc.get(c, lo)
+            s += self.char_logp(c)
         return s
+
+    def sample_char(self, rand) -> str:
+        if self._cum is not None and rand() < self._p_seen:
+            i = int(np.searchsorted(self._cum, rand() * self._cum[-1], side="right"))
+            return self._chars[min(i, len(self._chars) - 1)]
+        if self.backoff is not None:
+            return self.backoff.sample_char(rand)
+        while True:
+            cp = int(rand() * _NUM_CODEPOINTS)
+            if not 0xD800 <= cp <= 0xDFFF:  # surrogates are not text
+                return chr(cp)
 
     def sample(self, rand) -> str:
         """Draw a string; ``rand()`` returns uniform floats in [0, 1)."""
         out = []
         while True:
-            if self._cum is not None and rand() < self._p_seen:
-                i = int(np.searchsorted(self._cum, rand() * self._cum[-1], side="right"))
-                out.append(self._chars[min(i, len(self._chars) - 1)])
-            else:
-                while True:
-                    cp = int(rand() * _NUM_CODEPOINTS)
-                    if not 0xD800 <= cp <= 0xDFFF:  # surrogates are not text
-                        break
-                out.append(chr(cp))
+            out.append(self.sample_char(rand))
             if self.single_char or rand() < self.q:
                 return "".join(out)
 
@@ -147,8 +170,8 @@ class SpellingModel:
                 "single_char": self.single_char}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpellingModel":
-        return cls(d["char_counts"], d["n_types"], d.get("single_char", False))
+    def from_dict(cls, d: dict, backoff: "SpellingModel | None" = None) -> "SpellingModel":
+        return cls(d["char_counts"], d["n_types"], d.get("single_char", False), backoff)
 
 
 # --------------------------------------------------------------------------
@@ -395,6 +418,10 @@ class Vocabulary:
         self.unseen_bucket_by_pos = {p: int(b) for p, b in d["unseen_bucket_by_pos"].items()}
         self.default_bucket = int(d["default_bucket"])
         self.spelling = SpellingModel.from_dict(d["spelling"])
+        groups = {g: SpellingModel.from_dict(m, self.spelling)
+                  for g, m in d.get("group_spelling", {}).items()}
+        self._bucket_spelling = {b["id"]: groups[b["spelling"]] for b in d["buckets"]
+                                 if b.get("spelling") is not None and b["spelling"] in groups}
         self._members = None
         self._tokenizer = None
         self._normalizer = None
@@ -525,6 +552,14 @@ class Vocabulary:
         # Characters of all training types (kept ones too) cover far more of the
         # script than the rare words alone; unseen characters still get mass.
         spelling = SpellingModel.fit(order, single_char)
+        # Unseen words reach a bucket through their POS, so a bucket spells
+        # them like the rare words of its POS group (all rare words for
+        # `unk` and plain `kmeans` buckets), backing off to all types.
+        groups = defaultdict(list)
+        for w, k in bucket_of.items():
+            groups[k[0] or ""].append(w)
+        group_spelling = {g: SpellingModel.fit(sorted(ws), single_char).to_dict()
+                          for g, ws in sorted(groups.items())}
         d = {
             "format": FORMAT, "version": VERSION,
             "tokenizer": tokenizer_config,
@@ -534,7 +569,10 @@ class Vocabulary:
             "tokens": [list(e) for e in entries],
             "buckets": [{"id": bid[k], "name": bucket_name(k), "pos": k[0],
                          "cluster": None if k[1] is None else renum[k],
-                         "types": b_types[k], "tokens": b_tokens[k]} for k in keys],
+                         "types": b_types[k], "tokens": b_tokens[k],
+                         "spelling": (k[0] or "") if (k[0] or "") in group_spelling else None}
+                        for k in keys],
+            "group_spelling": group_spelling,
             "unseen_bucket_by_pos": unseen,
             "default_bucket": bid[default],
             "rare_words": {w: [bid[bucket_of[w]], word_count[w]] for w in rare_list},
@@ -628,7 +666,7 @@ class Vocabulary:
         """log P(surface | bucket) (natural log)."""
         b = self.buckets[bucket_id]
         n_tok, n_typ = b["tokens"], b["types"]
-        ls = self.spelling.logp(surface)
+        ls = self.spelling_for(bucket_id).logp(surface)
         if n_tok == 0:
             return ls
         r = self.rare_words.get(surface)
@@ -636,6 +674,11 @@ class Vocabulary:
         spell = math.log(n_typ) + ls
         num = np.logaddexp(math.log(c), spell) if c else spell
         return float(num - math.log(n_tok + n_typ))
+
+    def spelling_for(self, bucket_id: int) -> SpellingModel:
+        """The bucket's spelling model for words it has not seen (that of its
+        POS group)."""
+        return self._bucket_spelling.get(bucket_id, self.spelling)
 
     def unseen_mass(self, bucket_id: int) -> float:
         """P(a string that is not a training member of the bucket | bucket)."""
@@ -709,12 +752,7 @@ class Vocabulary:
         words, cum = self.members(bucket_id)
         b = self.buckets[bucket_id]
         if not words or (unseen and rand() < b["types"] / (b["tokens"] + b["types"])):
-            tries = 0
-            while True:
-                w = self.spelling.sample(rand)
-                tries += 1
-                if not unseen or tries > 100 or self.bucket_for(w) == bucket_id:
-                    return w
+            return self.spelling_for(bucket_id).sample(rand)
         i = bisect.bisect_right(cum, rand() * int(cum[-1]))
         return words[min(i, len(words) - 1)]
 

@@ -117,24 +117,43 @@ def test_round_trip_through_vocab_json(corpus, tmp_path, rare, buckets):
     np.testing.assert_array_equal(counts, w.counts)
 
 
-def _spell_sum_check(sp: SpellingModel):
-    total = sum(math.exp(sp._log_char[c]) for c in sp.char_counts)
-    total += (0x110000 - len(sp.char_counts)) * math.exp(sp._log_other)
-    return total
+def _char_mass(sp: SpellingModel) -> float:
+    """Sum of p(c) over all 0x110000 code points, from the definition."""
+    own = sp.char_counts
+    T, d = sum(own.values()), len(own)
+    share = d / (T + d)
+    if sp.backoff is None:
+        base_own, base_rest = len(own) / 0x110000, (0x110000 - len(own)) / 0x110000
+    else:
+        base_own = sum(math.exp(sp.backoff.char_logp(c)) for c in own)
+        base_rest = 1.0 - base_own
+    seen = sum(math.exp(sp.char_logp(c)) for c in own)
+    assert seen == pytest.approx(sum(n / (T + d) for n in own.values()) + share * base_own)
+    return seen + share * base_rest
 
 
 def test_spelling_model_is_a_distribution():
     sp = SpellingModel.fit(["ねこ", "いぬ", "ねずみ", "abc"])
-    assert _spell_sum_check(sp) == pytest.approx(1.0, abs=1e-9)
+    assert _char_mass(sp) == pytest.approx(1.0, abs=1e-9)
     for w in ["ねこ", "x", "猫犬", "ねずみねずみ"]:
         expect = math.log(sp.q) + (len(w) - 1) * math.log1p(-sp.q)
-        expect += sum(sp._log_char.get(c, sp._log_other) for c in w)
+        expect += sum(sp.char_logp(c) for c in w)
         assert sp.logp(w) == pytest.approx(expect)
+    # T = 10 characters, d = 9 distinct; unseen characters: their Witten-Bell share, uniformly over code points
+    assert sp.char_logp("x") == pytest.approx(math.log(9 / (10 + 9) / 0x110000))
     assert sp.logp("") == -math.inf
     one = SpellingModel.fit(list("abcab"), single_char=True)
     assert one.logp("ab") == -math.inf and math.isfinite(one.logp("z"))
     d = SpellingModel.from_dict(json.loads(json.dumps(sp.to_dict())))
     assert d.logp("ねこ") == sp.logp("ねこ")
+    # a bucket's model backs off to the global one
+    b = SpellingModel.fit(["ねずみ", "ねこ"], backoff=sp)
+    assert _char_mass(b) == pytest.approx(1.0, abs=1e-9)
+    assert b.char_logp("い") == pytest.approx(math.log(4 / 9) + sp.char_logp("い"))
+    assert b.logp("ねこ") > sp.logp("ねこ")
+    draws = [b.sample(random.Random(s).random) for s in range(30)]
+    assert draws == [b.sample(random.Random(s).random) for s in range(30)]
+    assert sum(set(w) <= set("ねずみこ") for w in draws) > 10  # mostly the bucket's own letters
 
 
 @pytest.mark.filterwarnings("ignore:k-means")
@@ -155,7 +174,7 @@ def test_full_vocabulary_probabilities_sum_to_one(corpus, tmp_path, rare, bucket
         seen = sum(math.exp(lm[i] + v.rare_logp(w, i)) for w in members)
         # the unseen mass from its definition, not from the code under test
         n_tok, n_typ = b["tokens"], b["types"]
-        spell_seen = sum(math.exp(v.spelling.logp(w)) for w in members)
+        spell_seen = sum(math.exp(v.spelling_for(i).logp(w)) for w in members)
         unseen = n_typ / (n_tok + n_typ) * (1 - spell_seen) if n_tok else 1.0
         assert v.unseen_mass(i) == pytest.approx(unseen, abs=1e-9)
         total += seen + math.exp(lm[i]) * unseen
