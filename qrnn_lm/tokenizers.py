@@ -132,7 +132,10 @@ class SentencePieceTokenizer:
         return self._sp.decode_pieces(list(surfaces))
 
     def pieces(self) -> list[str]:
-        return [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+        """The pieces encode() can produce (not <s>, </s>, <unk>)."""
+        sp = self._sp
+        return [sp.id_to_piece(i) for i in range(sp.get_piece_size())
+                if not (sp.is_control(i) or sp.is_unknown(i))]
 
     def to_dict(self) -> dict:
         # The model travels inside the dict so a checkpoint is self-contained.
