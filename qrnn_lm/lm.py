@@ -162,11 +162,12 @@ class LanguageModel:
     """A trained model with its vocabulary, ready to score and generate."""
 
     def __init__(self, model: RNNLanguageModel, vocab, *, batching: str = "stream", bptt: int = 70,
-                 device: str | torch.device = "cpu"):
+                 max_len: int | None = None, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.batching = batching
         self.bptt = bptt
+        self.max_len = max_len or 4 * bptt  # sentence models: the longest piece, as in training
         self.device = torch.device(device)
 
     @classmethod
@@ -177,8 +178,8 @@ class LanguageModel:
         vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
         model = build_model(ckpt, vocab)
         args = ckpt.get("args") or {}
-        return cls(model, vocab, batching=args.get("batching", "stream"), bptt=int(args.get("bptt", 70)),
-                   device=device)
+        return cls(model, vocab, batching=args.get("batching", "stream"), bptt=int(args.get("bptt") or 70),
+                   max_len=args.get("max_len"), device=device)
 
     # -- score -------------------------------------------------------------
     def encode_text(self, text: str) -> tuple:
@@ -202,7 +203,8 @@ class LanguageModel:
         from qrnn_lm.data import SentenceBatches, StreamBatches
         ids, rare_logp, chars = self.encode_text(text)
         if self.batching == "sentences":
-            batches = SentenceBatches(ids, self.vocab.eos_id, batch_size=16, max_len=4 * self.bptt, train=False)
+            batches = SentenceBatches(ids, self.vocab.eos_id, batch_size=max(batch_size, 1), max_len=self.max_len,
+                                      train=False)
         else:
             batches = StreamBatches(ids, self.vocab.eos_id, batch_size, self.bptt, train=False)
         nll, n = total_nll(self.model, batches, self.device, stream=self.batching != "sentences")

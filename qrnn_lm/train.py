@@ -228,6 +228,10 @@ def main(argv=None) -> int:
     except QrnnLmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except torch.OutOfMemoryError:
+        print("error: CUDA ran out of memory; lower --batch_size (or --eval-batch-size, --bptt, --nhid), "
+              "or try --softmax adaptive or --amp bf16.", file=sys.stderr)
+        return 1
     except PrepareFailed as e:
         return int(e.args[0]) or 1
     except KeyboardInterrupt:

@@ -3,8 +3,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,9 +13,6 @@ from qrnn_lm.lm import load_checkpoint, save_checkpoint
 from qrnn_lm.train import main as train_main
 from test_lm import TINY, char_data, prepare_dataset  # noqa: F401  (fixture)
 from test_train import assert_one_sentence_error
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="module")
 def run_dir(char_data, tmp_path_factory):
@@ -78,12 +73,12 @@ def test_generate_bucket_expansion_is_exercised(run_dir, monkeypatch):
     assert len(text) >= 15 and lm.vocab.id_to_token(bucket) not in text
 
 
-def test_python_m_entry_points(run_dir, test_text):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "qrnn_lm", "evaluate", "--checkpoint", run_dir, "--file", test_text],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["tokens"] > 0
+def test_python_m_entry_points(run_dir, test_text, capsys):
+    from qrnn_lm.__main__ import main as qrnn_lm_main
+    assert qrnn_lm_main(["evaluate", "--checkpoint", run_dir, "--file", test_text]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] > 0
+    assert qrnn_lm_main(["generate", "--checkpoint", run_dir, "--max-tokens", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip()
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """End-to-end train.py runs on a tiny prepared corpus (seconds each)."""
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -46,14 +47,16 @@ def assert_one_sentence_error(rc, err, *needles):
 def test_train_lowers_loss(char_data, tmp_path, rnn, batching):
     run = str(tmp_path / "run")
     rc = train_mod.main(["--data", char_data, "--save", run, "--rnn", rnn, "--batching", batching, *TINY,
-                         "--max-steps", "30", "--epochs", "50", "--log-interval", "5", "--lr", "0.03",
+                         "--max-steps", "20", "--epochs", "50", "--log-interval", "5", "--eval-interval", "10",
+                         "--lr", "0.05",
                          "--dropout", "0", "--dropouth", "0", "--dropouti", "0", "--dropoute", "0"])
     assert rc == 0
     losses = list(train_losses(run).values())
-    assert losses[-1] < losses[0] - 0.3, losses
     res = json.load(open(os.path.join(run, "results.json")))
+    assert losses[-1] < losses[0] - 0.15, losses
+    vocab_size = load_checkpoint(run)["config"]["vocab_size"]
+    assert res["valid"]["loss"] < math.log(vocab_size) - 0.4  # well below a uniform guess
     assert res["test"]["tokens"] > 0 and 0 < res["test"]["bpc"] < 8
-    assert res["valid"]["loss"] < losses[0]
     ckpt = load_checkpoint(run)
     assert ckpt["path"].endswith("best.pt")
     assert {"model", "optimizer", "scheduler", "config", "vocab", "rng", "data", "step",
@@ -83,7 +86,7 @@ def test_adaptive_softmax_with_unused_clusters_and_weight_decay(char_data, tmp_p
     weight decay must carry on (the cleargrads/WeightDecay failure)."""
     run = str(tmp_path / "run")
     args = ["--data", char_data, "--save", run, *TINY, "--nhid", "32", "--softmax", "adaptive",
-            "--cutoffs", "4", "10", "--max-steps", "12", "--log-interval", "4"]
+            "--cutoffs", "4", "10", "--max-steps", "6", "--log-interval", "2"]
     assert train_mod.main(args + ["--optimizer", "sgd", "--lr", "1", "--wdecay", "0.01"]) == 0
     assert train_mod.main(args + ["--optimizer", "adamw", "--save", str(tmp_path / "r2")]) == 0
     assert all(map(lambda v: v == v, train_losses(run).values()))
@@ -130,20 +133,19 @@ def test_ddp_two_cpu_processes(char_data, tmp_path):
     run = str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(REPO, "train.py"), "--data", char_data, "--save", run, *TINY, "--max-steps", "6",
+           os.path.join(REPO, "train.py"), "--data", char_data, "--save", run, *TINY, "--max-steps", "4",
            "--log-interval", "2", "--eval-interval", "3"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = metrics(run)
     # only rank 0 logs: one train row per interval, not two
-    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
     ckpt = load_checkpoint(os.path.join(run, "last.pt"))
     assert len(ckpt["rng"]) == 2 and len(ckpt["data"]["state"]) == 2
     # each rank carried its own state (its own columns of the stream)
     s0, s1 = ckpt["data"]["state"]
     assert not torch.equal(s0[0][0], s1[0][0])
-    # tokens/s counts both ranks' tokens
-    assert p.stdout.count("| epoch") == 3
+    assert p.stdout.count("| epoch") == 2
 
 
 # ---------------------------------------------------------------------------
