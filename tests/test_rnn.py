@@ -493,6 +493,6 @@ def test_cuda_bf16_and_autocast(make):
     mb = make().cuda().bfloat16()
     mb.load_state_dict(m.state_dict())
     out_b, _ = mb(x.bfloat16())
-    torch.testing.assert_close(out_b.float(), ref, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(out_b.float(), ref, atol=0.1, rtol=0.05)  # bf16 through 12 steps
     m.train()  # dropout between layers through cuDNN's packed path
     m(pack_list([x[:, 0], x[:5, 1]]))[0].data.sum().backward()
