@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -25,12 +26,19 @@ from qrnn_lm.prepare import prepare  # noqa: E402
 from qrnn_lm.tokenizers import MecabTokenizer, tokenize_stream  # noqa: E402
 
 
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
 def throughput(lines, workers):
+    """(tokens, wall seconds, CPU seconds of this process and its workers)."""
     tok = MecabTokenizer()
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     n = sum(len(c.ids) - c.lines for c in tokenize_stream(tok, lines, workers))
     dt = time.perf_counter() - t0
-    return n, dt
+    return n, dt, _cpu() - c0
 
 
 def main():
@@ -50,11 +58,14 @@ def main():
     lines = list(itertools.islice(read_text(train, TextNormalizer()), args.lines))
     res["characters"] = sum(len(x) + 1 for x in lines)
     for w in sorted({1, args.workers}):
-        n, dt = throughput(lines, w)
+        n, dt, cpu = throughput(lines, w)
         res[f"tokens_per_s_workers{w}"] = n / dt
+        res[f"cpu_seconds_workers{w}"] = cpu
         res["tokens"] = n
+        # CPU seconds / wall seconds shows how much of the 2 cores the run got
         print(f"mecab tokenization, {w} worker(s): {n} tokens in {dt:.2f}s = "
-              f"{n / dt:,.0f} tokens/s ({res['characters'] / dt:,.0f} chars/s)")
+              f"{n / dt:,.0f} tokens/s ({res['characters'] / dt:,.0f} chars/s; "
+              f"{cpu:.2f} CPU-s, {n / cpu:,.0f} tokens per CPU-s)")
     if not args.skip_prepare:
         with tempfile.TemporaryDirectory() as out:
             phases = []
