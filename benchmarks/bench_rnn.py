@@ -14,7 +14,9 @@ The paper (K40, cuDNN 5.1) reported speedups of 16.9x (batch 8, length 512),
     python benchmarks/bench_rnn.py --quick            # CPU subset, a couple of minutes
     python benchmarks/bench_rnn.py --device cuda      # full grid on a GPU
 
-Results go to benchmarks/results/bench_rnn_<device>[_quick].json.
+    python benchmarks/bench_rnn.py --packed           # PackedSequence input (variable lengths)
+
+Results go to benchmarks/results/bench_rnn_<device>[_packed][_quick].json.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qrnn_lm import ops  # noqa: E402
-from qrnn_lm.rnn import QRNN  # noqa: E402
+from qrnn_lm.rnn import QRNN, pack_list  # noqa: E402
 
 BATCHES = [8, 16, 32, 64, 128, 256]
 LENGTHS = [32, 64, 128, 256, 512]
@@ -69,26 +71,39 @@ def timeit(fns, device, min_time, max_rounds=30):
     return best
 
 
-def bench_cell(B, T, hidden, device, dtype, min_time):
+def bench_cell(B, T, hidden, device, dtype, min_time, packed=False):
     torch.manual_seed(0)
     qrnn = QRNN(hidden, hidden).to(device, dtype)
     lstm = torch.nn.LSTM(hidden, hidden).to(device, dtype)
     w, b = qrnn.weight_l0, qrnn.bias_l0
-    x = torch.randn(T, B, hidden, device=device, dtype=dtype, requires_grad=True)
-    g_h = torch.randn(T, B, hidden, device=device, dtype=dtype)
-    g_gates = torch.randn(T, B, 3 * hidden, device=device, dtype=dtype)
+    if packed:  # B sequences of lengths spread over [T/2, T], as a PackedSequence
+        lengths = torch.linspace(T, max(1, T // 2), B).round().long()
+        xs = pack_list([torch.randn(int(n), hidden, device=device, dtype=dtype) for n in lengths])
+        xs.data.requires_grad_(True)
+        x = xs.data
+        g_h = torch.randn(x.shape[0], hidden, device=device, dtype=dtype)
+
+        def qrnn_f():
+            return qrnn(xs)[0].data
+
+        def lstm_f():
+            return lstm(xs)[0].data
+    else:
+        x = torch.randn(T, B, hidden, device=device, dtype=dtype, requires_grad=True)
+        g_h = torch.randn(T, B, hidden, device=device, dtype=dtype)
+
+        def qrnn_f():
+            return qrnn(x)[0]
+
+        def lstm_f():
+            return lstm(x)[0]
+    g_gates = torch.randn(*x.shape[:-1], 3 * hidden, device=device, dtype=dtype)
 
     def fwd(f):
         def run():
             with torch.no_grad():
                 f()
         return run
-
-    def qrnn_f():
-        return qrnn(x)[0]
-
-    def lstm_f():
-        return lstm(x)[0]
 
     def mm_f():
         return F.linear(x, w, b)
@@ -115,12 +130,14 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--hidden", type=int, default=320)
+    p.add_argument("--packed", action="store_true",
+                   help="PackedSequence input, lengths spread over [length/2, length] (no padding computed)")
     p.add_argument("--quick", action="store_true", help=f"only the cells {QUICK}")
     p.add_argument("--batches", type=int, nargs="*", default=BATCHES)
     p.add_argument("--lengths", type=int, nargs="*", default=LENGTHS)
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed rounds per cell")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench_rnn_<device>[_quick].json)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench_rnn_<device>[_packed][_quick].json)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -131,6 +148,7 @@ def main(argv=None):
     compiled = sorted(ops.compiled_devices())
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device {device} ({dev_name}), {args.dtype}, hidden {args.hidden}, "
+          f"{'packed' if args.packed else 'padded'} input, "
           f"threads {torch.get_num_threads()}, compiled kernels {compiled or 'none (reference loop)'}")
     if device.type not in compiled:
         print("WARNING: no compiled fo-pooling kernel for this device; QRNN times use the Python reference loop")
@@ -141,9 +159,9 @@ def main(argv=None):
     print("-" * len(header))
     rows = []
     for B, T in cells:
-        r = bench_cell(B, T, args.hidden, device, dtype, args.min_time)
+        r = bench_cell(B, T, args.hidden, device, dtype, args.min_time, args.packed)
         rows.append(r)
-        paper = f"  paper {PAPER[(B, T)]}x" if (B, T) in PAPER else ""
+        paper = f"  paper {PAPER[(B, T)]}x" if (B, T) in PAPER and not args.packed else ""
         print(f"{B:>5} {T:>4} | {r['qrnn_fwd_ms']:9.2f} {r['lstm_fwd_ms']:9.2f} {r['matmul_fwd_ms']:8.2f} "
               f"{r['speedup_fwd']:6.1f}x {r['qrnn_over_matmul_fwd']:5.2f} | "
               f"{r['qrnn_fwdbwd_ms']:9.2f} {r['lstm_fwdbwd_ms']:9.2f} {r['matmul_fwdbwd_ms']:8.2f} "
@@ -152,11 +170,12 @@ def main(argv=None):
     worst = max(r["qrnn_over_matmul_fwdbwd"] for r in rows)
     print(f"QRNN layer fwd+bwd / own matmul fwd+bwd: worst {worst:.2f} (goal <= 1.3)")
     out = Path(args.out) if args.out else (
-        Path(__file__).resolve().parent / "results" / f"bench_rnn_{device.type}{'_quick' if args.quick else ''}.json")
+        Path(__file__).resolve().parent / "results" / f"bench_rnn_{device.type}{'_packed' if args.packed else ''}{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": str(device), "device_name": dev_name, "dtype": args.dtype, "hidden": args.hidden,
+        "input": "packed" if args.packed else "tensor",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "compiled_devices": compiled,
         "cpu_count": os.cpu_count(), "command": " ".join(["python", *sys.argv]),
     }
