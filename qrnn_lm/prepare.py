@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
     src.add_argument("--sample", type=int, default=1,
                      help="with --wiki-dump: take every n-th article (default 1: all)")
+    src.add_argument("--heldout", type=float, default=None,
+                     help="with --corpus/--wiki-dump: fraction of documents for valid and "
+                          "for test each (default 0.05 debian-ja, 0.01 Wikipedia)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
     p.add_argument("--vocab-size", type=int, default=50000,
@@ -334,10 +337,16 @@ def main(argv: list[str]) -> int:
                                   "--wiki-dump, which make their own splits.")
             from . import corpus as C
             cdir = os.path.join(args.out, "corpus")
+            h = args.heldout
+            if h is not None and not 0 <= h < 0.5:
+                raise QrnnLmError("--heldout must be in [0, 0.5).")
             if args.corpus:
-                paths = C.extract_debian_ja(cdir, log=log)
+                h = 0.05 if h is None else h
+                paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h, log=log)
             else:
-                paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample, log=log)
+                h = 0.01 if h is None else h
+                paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
+                                            valid_fraction=h, test_fraction=h, log=log)
             train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
         elif valid is None:
             raise QrnnLmError("--train needs --valid (and optionally --test).")

@@ -118,7 +118,7 @@ def test_cli_wiki_dump(tmp_path, capsys):
     dump.write_text(WIKI, encoding="utf-8")
     out = tmp_path / "w"
     rc = main(["--wiki-dump", str(dump), "--sample", "1", "--out", str(out), "--tokenizer",
-               "char", "--vocab-size", "10", "--rare", "pos", "--quiet"])
+               "char", "--vocab-size", "10", "--rare", "pos", "--quiet", "--heldout", "0"])
     assert rc == 0, capsys.readouterr().err
     v = Vocabulary.load(str(out))
     meta = json.load(open(out / "train.meta.json", encoding="utf-8"))
