@@ -201,6 +201,7 @@ _RE_INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
 _RE_EXT_LINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]+\s*([^\]]*)\]")
 _RE_QUOTES = re.compile(r"'{2,}")
 _RE_HEADING = re.compile(r"^=+.*=+$")
+_RE_EMPTY_PARENS = re.compile(r"[（(][\s、,;；]*[）)]")
 
 
 def _link_text(m) -> str:
@@ -232,6 +233,8 @@ def strip_wiki_markup(text: str) -> list[str]:
             break
         text = new
     text = _RE_EXT_LINK.sub(r"\1", text)
+    # parentheses emptied by dropped templates ("東京（{{lang-en|Tokyo}}）")
+    text = _RE_EMPTY_PARENS.sub("", text)
     text = _RE_QUOTES.sub("", text)
     text = html.unescape(_RE_TAG.sub("", html.unescape(text)))
     out = []

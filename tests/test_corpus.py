@@ -65,7 +65,7 @@ def test_compressed_text(tmp_path):
 
 
 ARTICLE_ONE = """{{Infobox 都市|名前=東京{{lang|en|Tokyo}}}}
-'''東京都'''は[[日本]]の[[首都|首都である都市]]。<ref>出典</ref>人口が多い。
+'''東京都'''（{{lang-en|Tokyo}}、）は[[日本]]の[[首都|首都である都市]]。<ref>出典</ref>人口が多い。
 == 歴史 ==
 [[ファイル:Tokyo.jpg|thumb|[[東京]]の写真]]
 江戸と呼ばれた<!-- 注釈 -->。[https://example.org 外部リンク]も見よ。
