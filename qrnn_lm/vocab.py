@@ -13,7 +13,8 @@ with P(w | b) an interpolated (Witten-Bell) estimate over *all* strings:
 where c_b(w) is w's training count as a member of b, N_b the bucket's token
 count, n_b its number of member types, and P_spell a character-level
 "spelling" model that is itself a distribution over all non-empty strings
-(:class:`SpellingModel`).  Summed over all strings this is exactly 1, so the
+(:class:`SpellingModel`; one per POS group of buckets, fitted on the group's
+rare words and backing off to all training types).  Summed over all strings this is exactly 1, so the
 model is a proper generative distribution: choose an output id, and for a
 bucket choose a seen member by its count or spell a new word.  The mass that
 lands on strings which at test time would go to another bucket (or are kept
@@ -35,7 +36,6 @@ depth that has one, else the largest bucket.
 """
 from __future__ import annotations
 
-import base64
 import bisect
 import json
 import math

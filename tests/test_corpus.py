@@ -1,7 +1,6 @@
 """Corpus readers: normalisation, bad input, Wikipedia dumps, debian-ja."""
 import bz2
 import gzip
-import os
 import warnings
 from xml.sax.saxutils import escape
 
