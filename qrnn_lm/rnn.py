@@ -195,7 +195,7 @@ def _check_packed(name: str, packed: PackedSequence) -> None:
             f"{name}: batch_sizes sum to {int(bs.sum())} but the packed data has "
             f"{packed.data.shape[0]} rows"
         )
-    if bs.numel() > 1 and bool((bs[1:] > bs[:-1]).any()) or int(bs[-1]) < 1:
+    if int(bs[-1]) < 1 or (bs.numel() > 1 and bool((bs[1:] > bs[:-1]).any())):
         raise ValueError(f"{name}: batch_sizes must be positive and non-increasing")
 
 
