@@ -9,7 +9,8 @@ speed: the shared Japanese corpus (../shared/data/ja-debian-docs, prepared
 with MeCab + POS buckets unless --data is given), stream batching, batch 32 x
 bptt 70, QRNN-LM and LSTM-LM of equal size (same emsize / nhid / nlayers),
 full and adaptive softmax; tokens/s of whole training steps (forward,
-backward, clipping, optimizer), after warm-up steps.
+backward, clipping, optimizer) from the median step time, the two models'
+steps interleaved so that load from other processes hits both alike.
 
 memory: one SGD training step at batch 32 x bptt 70, emsize = nhid = 650,
 2 layers, on synthetic Zipfian ids, for (a) a full softmax over 250k words,
@@ -60,50 +61,64 @@ def prepared_corpus(args) -> str:
     return out
 
 
-def time_training(model, batches, device, steps: int, warmup: int) -> float:
-    """tokens/s of full training steps (stream batching, state carried)."""
-    opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=1.2e-6)
-    model.train()
-    state, n_tok, t0 = None, 0, None
-    it = batches.epoch(0)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, n_tok = time.perf_counter(), 0
-        _, x, y = next(it)
-        x, y = x.to(device), y.to(device)
-        state = model.detach_state(state)
-        nll, state = model(x, state, targets=y)
-        opt.zero_grad(set_to_none=True)
+class Trainer:
+    """One model's training steps on the stream batches (state carried)."""
+
+    def __init__(self, model, batches, device):
+        self.model, self.device = model.train(), device
+        self.opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=1.2e-6)
+        self.it, self.state = batches.epoch(0), None
+
+    def step(self) -> tuple:
+        """-> (seconds, target tokens) of one step: forward, backward, clip, SGD."""
+        _, x, y = next(self.it)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        x, y = x.to(self.device), y.to(self.device)
+        self.state = self.model.detach_state(self.state)
+        nll, self.state = self.model(x, self.state, targets=y)
+        self.opt.zero_grad(set_to_none=True)
         nll.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        opt.step()
-        n_tok += y.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n_tok / (time.perf_counter() - t0)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
+        self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, y.numel()
 
 
 def bench_speed(args, device) -> list:
+    """QRNN and LSTM steps interleaved (so load from other processes hits both
+    alike); tokens/s from the median step time."""
     from qrnn_lm.data import StreamBatches, load_split
     from qrnn_lm.vocab import Vocabulary
     data = prepared_corpus(args)
     vocab = Vocabulary.load(data)
     split = load_split(data, "train")
-    batches = StreamBatches(split.ids, vocab.eos_id, 32, 70, train=True, random_length=False)
     rows = []
     for softmax in ("full", "adaptive"):
+        trainers, params = {}, {}
         for rnn in ("qrnn", "lstm"):
             torch.manual_seed(0)
             cfg = ModelConfig(vocab_size=len(vocab), rnn=rnn, emsize=args.emsize, nhid=args.nhid,
                               nlayers=args.nlayers, softmax=softmax, window=2)
             model = RNNLanguageModel(cfg).to(device)
-            tps = time_training(model, batches, device, args.steps, args.warmup)
+            params[rnn] = sum(p.numel() for p in model.parameters())
+            batches = StreamBatches(split.ids, vocab.eos_id, 32, 70, train=True, random_length=False)
+            trainers[rnn] = Trainer(model, batches, device)
+        times = {"qrnn": [], "lstm": []}
+        for i in range(args.warmup + args.steps):
+            for rnn, tr in trainers.items():
+                sec, ntok = tr.step()
+                if i >= args.warmup:
+                    times[rnn].append(sec)
+        for rnn in ("qrnn", "lstm"):
+            tps = ntok / float(np.median(times[rnn]))
             rows.append({"softmax": softmax, "rnn": rnn, "tokens_per_s": tps, "vocab": len(vocab),
-                         "params": sum(p.numel() for p in model.parameters()), "emsize": args.emsize,
-                         "nhid": args.nhid, "nlayers": args.nlayers, "batch": 32, "bptt": 70})
-            print(f"  {softmax:8s} {rnn:5s} {tps:10.0f} tok/s  ({rows[-1]['params'] / 1e6:.1f}M params)", flush=True)
+                         "params": params[rnn], "emsize": args.emsize, "nhid": args.nhid,
+                         "nlayers": args.nlayers, "batch": 32, "bptt": 70, "steps": args.steps,
+                         "step_seconds": times[rnn]})
+            print(f"  {softmax:8s} {rnn:5s} {tps:10.0f} tok/s  ({params[rnn] / 1e6:.1f}M params)", flush=True)
         q, l_ = rows[-2]["tokens_per_s"], rows[-1]["tokens_per_s"]
         print(f"  {softmax:8s} QRNN-LM / LSTM-LM = {q / l_:.2f}x", flush=True)
     return rows

@@ -100,7 +100,8 @@ def default_cutoffs(vocab_size: int) -> list:
 def _row_to_sequence(batch_sizes: torch.Tensor) -> torch.Tensor:
     """Index of the sequence that each row of PackedSequence.data belongs to:
     rows of timestep t are sequences 0 .. batch_sizes[t]-1."""
-    return torch.cat([torch.arange(int(b)) for b in batch_sizes])
+    starts = torch.cumsum(batch_sizes, 0) - batch_sizes
+    return torch.arange(int(batch_sizes.sum())) - torch.repeat_interleave(starts, batch_sizes)
 
 
 class LockedDropout(nn.Module):
