@@ -297,6 +297,11 @@ def _opcheck_samples(device):
         (q.fo_pool_fused.default, (d(gates), d(c0), lengths, True, False)),
         (q.fo_pool_fused.default, (d(gates[..., :2 * H]), None, lengths, False, True)),
         (q.fo_pool_fused_packed.default, (d(pg.data), bs, d(c0), True, False)),
+        # the backward ops are ops too (fake impls, schema)
+        (q.fo_pool_backward.default, (d(f, False), d(c0, False), d(f, False), d(z, False),
+                                      d(f, False), d(c0, False), lengths, True)),
+        (q.fo_pool_fused_backward.default, (d(f, False), d(c0, False), d(gates, False),
+                                            d(f, False), None, lengths, True, False)),
     ]
 
 
