@@ -156,3 +156,19 @@ def test_saved_checkpoint_survives_failed_overwrite(run_dir, tmp_path, monkeypat
         save_checkpoint({"model": {}}, path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_sentence_model_scores_like_training(char_data, tmp_path, test_text, capsys):
+    """A model trained with --batching sentences is scored line by line from a
+    zero state, as in training; generation restarts the state after </s>."""
+    run = str(tmp_path / "sent")
+    assert train_main(["--data", char_data, "--save", run, *TINY, "--batching", "sentences", "--rnn", "lstm",
+                       "--tied", "--emsize", "24", "--max-steps", "4", "--eval-interval", "2"]) == 0
+    capsys.readouterr()
+    assert evaluate_main(["--checkpoint", run, "--file", test_text, "--batch-size", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    final = json.load(open(os.path.join(run, "results.json")))["test"]
+    assert out["tokens"] == final["tokens"]
+    assert math.isclose(out["bpc"], final["bpc"], rel_tol=1e-6)
+    text = LanguageModel.from_checkpoint(run).generate("猫", max_tokens=40, seed=0)
+    assert text.startswith("猫")
