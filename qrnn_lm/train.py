@@ -491,8 +491,10 @@ def train(args) -> int:
                 loss_value = loss.item()
                 bad = not math.isfinite(loss_value)
                 flags = torch.tensor([float(bad), float(stop_request["sigint"])])
-                if distributed:
+                if distributed:  # every rank stops at the same step (NCCL reduces CUDA tensors only)
+                    flags = flags.to(device)
                     dist.all_reduce(flags)
+                    flags = flags.cpu()
                 if flags[0] > 0:
                     where = (f"the last good checkpoint is {last_good}" if last_good
                              else "no checkpoint had been saved yet")
