@@ -16,8 +16,8 @@ each kernel must read and write once (element size s, n = T*B*H):
   fused forward     5 n s   (read 3 gates; write h, c)
   fused backward    8 n s   (read grad_h, 3 gates, c; write 3 gate grads)
 Copy bandwidth: 2 * nbytes / time of ``dst.copy_(src)`` on a large buffer.
-Times are the best of --repeats runs (see timeit).  CPU runs set torch's
-THP_MEM_ALLOC_ENABLE=1 unless --no-thp (see below).
+Times are the best of --repeats runs (see timeit).  Freed memory is kept
+in the heap unless --default-malloc (see below).
 
     python benchmarks/bench_fo_pool.py                     # CPU, 2 threads
     python benchmarks/bench_fo_pool.py --device cuda
@@ -35,10 +35,24 @@ import time
 from pathlib import Path
 
 # Fresh output memory costs a page fault per 4 KiB page, and on VMs that is
-# expensive enough to dominate large cases for every contender alike (even
-# f.clone()).  torch's own switch backs large CPU allocations with 2 MiB
-# pages; it must be set before torch allocates.  --no-thp turns it off.
-if "--no-thp" not in sys.argv:
+# expensive enough to dominate the CPU cases for every contender alike (even
+# f.clone()).  glibc returns freed blocks of several MiB to the OS at once,
+# so each call's outputs fault again.  By default the benchmark keeps freed
+# memory in the heap (mallopt: no mmap, no trimming), as
+# a long-running training process would see it; --default-malloc skips that.
+# --thp additionally sets torch's THP_MEM_ALLOC_ENABLE=1 (2 MiB pages).
+if "--default-malloc" not in sys.argv:
+    try:
+        import ctypes
+        _libc = ctypes.CDLL("libc.so.6")
+        _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+        MALLOC_TUNED = bool(_libc.mallopt(_M_MMAP_MAX, 0)
+                            and _libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except OSError:
+        MALLOC_TUNED = False
+else:
+    MALLOC_TUNED = False
+if "--thp" in sys.argv:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
@@ -164,8 +178,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per kernel measurement")
     ap.add_argument("--slow-repeats", type=int, default=3, help="timed runs of the Python loops")
     ap.add_argument("--no-slow", action="store_true", help="skip the Python-loop baselines")
-    ap.add_argument("--no-thp", action="store_true",
-                    help="do not set THP_MEM_ALLOC_ENABLE=1 (huge pages for CPU tensors)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's trimming on (outputs page-fault every call)")
+    ap.add_argument("--thp", action="store_true",
+                    help="set THP_MEM_ALLOC_ENABLE=1 (huge pages for CPU tensors)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/fo_pool_<device>_<time>.json)")
     args = ap.parse_args(argv)
 
@@ -198,7 +214,8 @@ def main(argv=None):
             pass
     print(f"device: {device} ({dev_name}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads() if device == 'cpu' else '-'}")
-    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
+    print(f"malloc tuned (no trimming): {MALLOC_TUNED}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
     print(f"measured copy bandwidth: {copy_gbs:.1f} GB/s ({copy_bytes >> 20} MiB buffer)\n")
 
     rows = []
@@ -233,6 +250,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "malloc_tuned": MALLOC_TUNED,
         "cpu_count": os.cpu_count(),
         "copy_GBs": copy_gbs,
         "repeats": repeats,
