@@ -92,7 +92,7 @@ inline void plain_bwd(const scalar_t* __restrict__ gout, const scalar_t* __restr
   for (int64_t j = 0; j < n; ++j) {
     const acc_t gc = g[j] + static_cast<acc_t>(gout[j]);
     const acc_t fv = static_cast<acc_t>(f[j]);
-    const acc_t pv = prev ? static_cast<acc_t>(prev[j]) : acc_t(0);
+    const acc_t pv = static_cast<acc_t>(prev[j]);
     gf[j] = static_cast<scalar_t>(gc * (pv - static_cast<acc_t>(z[j])));
     gz[j] = static_cast<scalar_t>(gc * (acc_t(1) - fv));
     g[j] = gc * fv;
@@ -130,7 +130,7 @@ inline void fused_bwd(const scalar_t* __restrict__ gh, const scalar_t* __restric
     } else {
       gc = g[j] + ghv;
     }
-    const acc_t pv = prev ? static_cast<acc_t>(prev[j]) : acc_t(0);
+    const acc_t pv = static_cast<acc_t>(prev[j]);
     gg[j] = static_cast<scalar_t>(gc * (acc_t(1) - fv) * (acc_t(1) - zv * zv));
     gg[H + j] = static_cast<scalar_t>(gc * (pv - zv) * fv * (acc_t(1) - fv));
     g[j] = gc * fv;
@@ -199,6 +199,9 @@ void backward_cpu(const FoPoolParams& p) {
   auto* gc0 = static_cast<scalar_t*>(p.grad_c0);
   at::parallel_for(0, p.B * H, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> grad(end - begin);
+    // the state before the first step when c0 is None: a row of zeros keeps
+    // the inner loops branch-free (and so vectorised)
+    std::vector<scalar_t> zero_row(c0 ? 0 : H, scalar_t(0));
     for (int64_t k = begin; k < end; ++k) grad[k - begin] = static_cast<acc_t>(gcn[k]);
     // walk time in the opposite order of the forward
     for (int64_t s = 0; s < T; ++s) {
@@ -212,7 +215,7 @@ void backward_cpu(const FoPoolParams& p) {
         if (t < L) {
           const int64_t row = row_of(p, t, b);
           const scalar_t* prev = (tp >= 0 && tp < L) ? c + row_of(p, tp, b) * H + h
-                                                     : (c0 ? c0 + b * H + h : nullptr);
+                                                     : (c0 ? c0 + b * H + h : zero_row.data() + h);
           if constexpr (G == 0) {
             plain_bwd(gout + row * H + h, static_cast<const scalar_t*>(p.f) + row * H + h,
                       static_cast<const scalar_t*>(p.z) + row * H + h, prev,
