@@ -236,7 +236,12 @@ def train(name: str, data: str, minutes: float, extra: list, args, store: Store,
         raise RuntimeError(f"train {name} failed (rc {r['rc']}): {r['lines'][-1][1] if r['lines'] else ''}")
     res = json.load(open(os.path.join(save, "results.json"), encoding="utf-8"))
     rows = [json.loads(x) for x in open(os.path.join(save, "metrics.jsonl"), encoding="utf-8")]
-    tps = sorted(x["tok_per_s"] for x in rows if x.get("split") == "train")
+    tps, after_valid = [], False
+    for x in rows:  # the log interval after a validation also timed the validation: leave it out
+        if x.get("split") == "train" and not after_valid:
+            tps.append(x["tok_per_s"])
+        after_valid = x.get("split") == "valid" or (after_valid and x.get("split") != "train")
+    tps.sort()
     out = {"command": " ".join(["python", os.path.relpath(cmd[2], REPO)] + cmd[3:]).replace(args.work, "$WORK"),
            "minutes": minutes, "steps": res["step"], "test_bpc": res["test"]["bpc"], "test_ppl": res["test"]["ppl"],
            "valid_bpc": res.get("valid", {}).get("bpc"), "tokens_per_s": tps[len(tps) // 2] if tps else None,
