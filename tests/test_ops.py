@@ -242,6 +242,40 @@ def test_fo_pool_fused(device, output_gate, reverse, shape):
             assert_close(a, b, dtype)
 
 
+@pytest.mark.parametrize("baseline", [False, True])
+@pytest.mark.parametrize("output_gate", [True, False])
+def test_fo_pool_fused_cpu_isa_versions(monkeypatch, baseline, output_gate):
+    """Both CPU versions of the fused kernels (AVX2+FMA where the CPU has it,
+    and baseline x86-64, forced by QRNN_LM_CPU_BASELINE=1) match float64 on
+    gate values from tiny to saturating (|x| up to 120, past the exp clamp),
+    with H not a multiple of the vector width (vector body and tail)."""
+    kernel_device("cpu")
+    monkeypatch.setenv("QRNN_LM_CPU_BASELINE", "1" if baseline else "0")
+    T, B, H = 7, 3, 45
+    G = 3 if output_gate else 2
+    gen = torch.Generator().manual_seed(5 + output_gate)
+    scale = torch.tensor([1e-6, 1e-2, 0.5, 2.0, 8.0, 30.0, 120.0], dtype=torch.float64)
+    gates = torch.randn(T, B, G * H, generator=gen, dtype=torch.float64)
+    gates = gates * scale[torch.randint(0, len(scale), gates.shape, generator=gen)]
+    gates[0, 0, :4] = torch.tensor([0.0, -0.0, 88.5, -88.5])
+    c0 = torch.randn(B, H, generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([7, 4, 0])
+    seeds = [torch.randn(T, B, H, generator=gen, dtype=torch.float64),
+             torch.randn(B, H, generator=gen, dtype=torch.float64)]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        gk, ck = leaf(gates, dtype, "cpu"), leaf(c0, dtype, "cpu")
+        h, c_n = ops.fo_pool_fused(gk, ck, lengths, output_gate=output_gate)
+        # compare against float64 run on the inputs as rounded to dtype
+        gq = leaf(gk.detach().double(), torch.float64, "cpu")
+        cq = leaf(ck.detach().double(), torch.float64, "cpu")
+        hq, c_nq = ops.fo_pool_fused_reference(gq, cq, lengths, output_gate=output_gate)
+        assert_close(h, hq, dtype)
+        assert_close(c_n, c_nq, dtype)
+        for a, b in zip(grads_of([h, c_n], [gk, ck], seeds),
+                        grads_of([hq, c_nq], [gq, cq], seeds)):
+            assert_close(a, b, dtype)
+
+
 # --------------------------------------------------------------------------
 # gradcheck, opcheck, torch.compile
 # --------------------------------------------------------------------------
