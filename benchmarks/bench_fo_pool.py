@@ -169,6 +169,18 @@ def bench_case(device, T, B, H, dtype, repeats, slow_repeats, with_slow):
     return row
 
 
+def cpu_has_avx2_fma():
+    """Whether /proc/cpuinfo lists avx2 and fma (None where it cannot be read)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return "avx2" in flags and "fma" in flags
+    except OSError:
+        pass
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -220,7 +232,8 @@ def main(argv=None):
 
     rows = []
     hdr = (f"{'T x B x H':>16} {'dtype':>8} | {'fwd ms':>7} {'GB/s':>6} {'%cp':>4} | "
-           f"{'bwd ms':>7} {'GB/s':>6} {'%cp':>4} | {'fused f/b %cp':>13} | "
+           f"{'bwd ms':>7} {'GB/s':>6} {'%cp':>4} | {'fused fwd ms':>12} {'%cp':>4} | "
+           f"{'fused bwd ms':>12} {'%cp':>4} | "
            f"{'f+b ms':>7} {'ref f+b':>8} {'unbind f+b':>10} {'x unbind':>8}")
     print(hdr)
     print("-" * len(hdr))
@@ -239,7 +252,8 @@ def main(argv=None):
                   f"{r['kernel_fwd_GBs']:6.1f} {r['kernel_fwd_pct_copy']:4.0f} | "
                   f"{r['kernel_bwd_ms']:7.2f} {r['kernel_bwd_GBs']:6.1f} "
                   f"{r['kernel_bwd_pct_copy']:4.0f} | "
-                  f"{r['fused_fwd_pct_copy']:5.0f} {r['fused_bwd_pct_copy']:5.0f}   | "
+                  f"{r['fused_fwd_ms']:12.2f} {r['fused_fwd_pct_copy']:4.0f} | "
+                  f"{r['fused_bwd_ms']:12.2f} {r['fused_bwd_pct_copy']:4.0f} | "
                   f"{r['kernel_fwdbwd_ms']:7.2f} {ref} {unb} {spd}", flush=True)
 
     result = {
@@ -252,6 +266,10 @@ def main(argv=None):
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
         "malloc_tuned": MALLOC_TUNED,
         "cpu_count": os.cpu_count(),
+        # which version of the CPU kernels ran: AVX2+FMA where the CPU has both,
+        # unless QRNN_LM_CPU_BASELINE=1 forces baseline x86-64
+        "cpu_avx2_fma": cpu_has_avx2_fma() if device == "cpu" else None,
+        "QRNN_LM_CPU_BASELINE": os.environ.get("QRNN_LM_CPU_BASELINE"),
         "copy_GBs": copy_gbs,
         "repeats": repeats,
         "bytes_counted": {"fo_pool_fwd": "3n", "fo_pool_bwd": "6n", "fused_fwd": "5n",

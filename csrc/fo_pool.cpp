@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fo_pool.h"
@@ -42,7 +43,10 @@ PyObject* PyInit__C(void) {
 #else
 #define QRNN_LM_INLINE inline
 #endif
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+// -DQRNN_LM_NO_MULTIVERSION builds the baseline version only (as on other
+// CPUs and compilers).
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    !defined(QRNN_LM_NO_MULTIVERSION)
 #define QRNN_LM_X86_AVX2 1
 #else
 #define QRNN_LM_X86_AVX2 0
@@ -58,7 +62,7 @@ namespace {
 // Only called with x <= 0 (see Acts), so only the lower clamp is needed.
 // Needs -fno-trapping-math (set by setup.py) for GCC to if-convert the clamp.
 QRNN_LM_INLINE float vexp_neg(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  x = std::max(x, -87.0f);
   const float t = x * 1.44269504088896341f;
   // round to nearest without a branch: adding 1.5 * 2^23 drops the fraction
   const float fn = (t + 12582912.0f) - 12582912.0f;
@@ -79,10 +83,6 @@ QRNN_LM_INLINE float vexp_neg(float x) {
 }
 QRNN_LM_INLINE double vexp_neg(double x) { return std::exp(x); }
 
-template <typename T>
-QRNN_LM_INLINE T vabs(T x) {
-  return x < T(0) ? -x : x;
-}
 
 // The activations of one column's gate pre-activations (a, b, c) = (z, f, o),
 // from e = exp(-|x|) in (0, 1] and d = 1 + e in (1, 2]:
@@ -92,17 +92,20 @@ QRNN_LM_INLINE T vabs(T x) {
 // (no 1 - s cancellation), and because every d lies in (1, 2] the two or
 // three reciprocals come from ONE division of their product (at most 8, so
 // no overflow): divisions, not the exps, bounded the old 1/(1 + e) form.
-// Max error against float64 ~3 ulp (relative for the sigmoids).
+// Max error against float64 ~3 ulp (relative for the sigmoids).  The signs
+// are applied without ?: (copysign, and 0/1 weights, which are exact): with
+// half/bfloat16 loads and stores GCC gave up if-converting the selects, so
+// the loops did not vectorise.
 template <int G, typename T>
 struct Acts {
   T z, f, f1, o, o1, dz;  // tanh, sigmoid(f), 1-sigmoid(f), sigmoid(o), 1-sigmoid(o), 1-tanh^2
   QRNN_LM_INLINE Acts(T a, T b, T c) {
-    const T ea = vexp_neg(T(-2) * vabs(a)), eb = vexp_neg(-vabs(b));
+    const T ea = vexp_neg(T(-2) * std::abs(a)), eb = vexp_neg(-std::abs(b));
     const T da = T(1) + ea, db = T(1) + eb;
     const T dab = da * db;
     T rab, ec = T(0), rc = T(0);  // rab = 1/(da db), rc = 1/dc
     if constexpr (G == 3) {
-      ec = vexp_neg(-vabs(c));
+      ec = vexp_neg(-std::abs(c));
       const T dc = T(1) + ec;
       const T inv = T(1) / (dab * dc);
       rab = inv * dc;
@@ -111,16 +114,15 @@ struct Acts {
       rab = T(1) / dab;
     }
     const T ra = rab * db, rb = rab * da;
-    const T t = (T(1) - ea) * ra;
-    z = a < T(0) ? -t : t;
+    z = std::copysign((T(1) - ea) * ra, a);
     dz = T(4) * ea * ra * ra;
-    const T ebr = eb * rb;
-    f = b < T(0) ? ebr : rb;
-    f1 = b < T(0) ? rb : ebr;
+    const T ebr = eb * rb, mb = static_cast<T>(b < T(0));
+    f = mb * ebr + (T(1) - mb) * rb;
+    f1 = mb * rb + (T(1) - mb) * ebr;
     if constexpr (G == 3) {
-      const T ecr = ec * rc;
-      o = c < T(0) ? ecr : rc;
-      o1 = c < T(0) ? rc : ecr;
+      const T ecr = ec * rc, mc = static_cast<T>(c < T(0));
+      o = mc * ecr + (T(1) - mc) * rc;
+      o1 = mc * rc + (T(1) - mc) * ecr;
     } else {
       o = o1 = T(0);
     }
@@ -172,10 +174,11 @@ QRNN_LM_INLINE void fused_fwd(const scalar_t* __restrict__ gates, int64_t H, sca
 }
 
 template <int G, typename scalar_t, typename acc_t>
-QRNN_LM_INLINE void fused_bwd(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gates,
-                      int64_t H, const scalar_t* __restrict__ c,
-                      const scalar_t* __restrict__ prev, scalar_t* __restrict__ gg,
-                      acc_t* __restrict__ g, int64_t n) {
+QRNN_LM_INLINE void fused_bwd_loop(const scalar_t* __restrict__ gh,
+                                   const scalar_t* __restrict__ gates, int64_t H,
+                                   const scalar_t* __restrict__ c,
+                                   const scalar_t* __restrict__ prev, scalar_t* __restrict__ gg,
+                                   acc_t* __restrict__ g, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const Acts<G, acc_t> a(static_cast<acc_t>(gates[j]), static_cast<acc_t>(gates[H + j]),
                            G == 3 ? static_cast<acc_t>(gates[2 * H + j]) : acc_t(0));
@@ -191,6 +194,39 @@ QRNN_LM_INLINE void fused_bwd(const scalar_t* __restrict__ gh, const scalar_t* _
     gg[j] = static_cast<scalar_t>(gc * a.f1 * a.dz);
     gg[H + j] = static_cast<scalar_t>(gc * (pv - a.z) * a.f * a.f1);
     g[j] = gc * a.f;
+  }
+}
+
+// With half/bfloat16 GCC does not vectorise the loop above when it has an
+// output gate ("control flow in loop": too many conversions to if-convert),
+// so those types go through acc_t buffers of kChunk columns: convert in,
+// run the acc_t loop, convert out -- each a loop GCC vectorises.
+template <int G, typename scalar_t, typename acc_t>
+QRNN_LM_INLINE void fused_bwd(const scalar_t* __restrict__ gh, const scalar_t* __restrict__ gates,
+                              int64_t H, const scalar_t* __restrict__ c,
+                              const scalar_t* __restrict__ prev, scalar_t* __restrict__ gg,
+                              acc_t* __restrict__ g, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, acc_t> || G != 3) {
+    fused_bwd_loop<G>(gh, gates, H, c, prev, gg, g, n);
+  } else {
+    constexpr int64_t kChunk = 128;
+    alignas(64) acc_t ghf[kChunk], gatesf[3 * kChunk], cf[kChunk], prevf[kChunk],
+        ggf[3 * kChunk];
+    for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      const int64_t m = std::min(kChunk, n - j0);
+      for (int64_t j = 0; j < m; ++j) {
+        ghf[j] = static_cast<acc_t>(gh[j0 + j]);
+        cf[j] = static_cast<acc_t>(c[j0 + j]);
+        prevf[j] = static_cast<acc_t>(prev[j0 + j]);
+      }
+      for (int q = 0; q < 3; ++q)
+        for (int64_t j = 0; j < m; ++j)
+          gatesf[q * kChunk + j] = static_cast<acc_t>(gates[q * H + j0 + j]);
+      fused_bwd_loop<G>(ghf, gatesf, kChunk, cf, prevf, ggf, g + j0, m);
+      for (int q = 0; q < 3; ++q)
+        for (int64_t j = 0; j < m; ++j)
+          gg[q * H + j0 + j] = static_cast<scalar_t>(ggf[q * kChunk + j]);
+    }
   }
 }
 
