@@ -6,6 +6,11 @@ The CPU kernels are always built.  The CUDA kernels are built when a CUDA
 toolkit (CUDA_HOME / nvcc) and a CUDA build of torch are present -- a visible
 GPU is not needed, so wheels can be built on CPU-only machines.
 
+The CPU kernels are compiled for baseline x86-64 (portable wheels), with a
+second, AVX2+FMA version of their loops picked at run time on CPUs that have
+it (csrc/fo_pool.cpp; QRNN_LM_CPU_BASELINE=1 at run time forces the baseline
+version, -DQRNN_LM_NO_MULTIVERSION at build time leaves the AVX2 one out).
+
 Environment switches:
   QRNN_LM_FORCE_CUDA=1   build the CUDA kernels (fail if impossible)
   QRNN_LM_SKIP_CUDA=1    build the CPU kernels only
