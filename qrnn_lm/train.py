@@ -424,14 +424,20 @@ def train(args) -> int:
             "step": step, "best_val_loss": best_val,
         }, path)
 
-    def validate(next_epoch: int, next_batch: int):
-        """Validate, step the plateau scheduler, save best and last."""
+    def validate(next_epoch: int, next_batch: int, step_scheduler: bool = True):
+        """Validate, step the plateau scheduler, save best and last.
+
+        ``step_scheduler=False`` (a run stopped by --max-steps/--max-minutes
+        mid-epoch) still keeps the final weights if they are the best, but
+        leaves the scheduler as an uninterrupted run would have it, so that
+        --resume stays exact."""
         nonlocal best_val
         if "valid" not in eval_batches:
             checkpoint(os.path.join(args.save, LAST), next_epoch, next_batch)
             return
         v = evaluate("valid")
-        scheduler.step(v["loss"])
+        if step_scheduler:
+            scheduler.step(v["loss"])
         improved = v["loss"] < best_val
         best_val = min(best_val, v["loss"])
         log(f"| validation | step {step:6d} | valid loss {v['loss']:5.2f} | valid ppl {v['ppl']:9.2f} "
@@ -545,6 +551,9 @@ def train(args) -> int:
                 if stop_reason:
                     if next_batch == 0:  # the epoch is complete: validate as an uninterrupted run would
                         validate(next_epoch, 0)
+                    elif flags[1] == 0:
+                        # a budget ran out mid-epoch: the final weights may be the best ones
+                        validate(next_epoch, next_batch, step_scheduler=False)
                     else:
                         checkpoint(os.path.join(args.save, LAST), next_epoch, next_batch)
                     last_good = os.path.join(args.save, LAST)

@@ -81,6 +81,19 @@ def test_resume_gives_identical_next_losses(char_data, tmp_path, batching):
         assert torch.equal(ca["model"][k], cb["model"][k]), k
 
 
+def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):
+    """A run stopped by --max-steps between validations is validated once more,
+    so the weights it ends with are kept as best.pt when they are better."""
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "50", "--lr", "0.05",
+                           "--max-steps", "9", "--eval-interval", "4", "--log-interval", "1"]) == 0
+    valid_steps = [r["step"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    assert valid_steps == [4, 8, 9], valid_steps
+    best = load_checkpoint(os.path.join(run, "best.pt"))
+    best_loss = min(r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final"))
+    assert best["best_val_loss"] == pytest.approx(best_loss)
+
+
 def test_adaptive_softmax_with_unused_clusters_and_weight_decay(char_data, tmp_path):
     """Rare clusters get no gradient in most steps (grad None); SGD with
     weight decay must carry on (the cleargrads/WeightDecay failure)."""
