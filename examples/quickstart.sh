@@ -28,7 +28,7 @@ echo "== 2/5 install qrnn_lm (compiles the C++ kernels; CUDA too where a toolkit
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
 pip install -q "$TORCH_SPEC" numpy setuptools wheel ninja
-pip install -q --no-build-isolation .
+pip install -q --no-build-isolation -e .   # -e: train.py below runs from this checkout
 python -c "import qrnn_lm.ops as o; print('compiled kernels for:', sorted(o.compiled_devices()))"
 
 echo "== 3/5 tokenize with MeCab; keep 10k words, 128 rare-word buckets (k-means within POS)"
