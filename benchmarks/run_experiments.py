@@ -247,30 +247,41 @@ def train(name: str, data: str, minutes: float, extra: list, args, store: Store,
            "valid_bpc": res.get("valid", {}).get("bpc"), "tokens_per_s": tps[len(tps) // 2] if tps else None,
            "maxrss_bytes": r["maxrss_bytes"], "wall_s": r["wall_s"], "load_avg_before": load0,
            "load_avg_after": os.getloadavg()[0], "curve": learning_curve(r["lines"], rows),
-           "evaluated": "best.pt" if os.path.exists(os.path.join(save, "best.pt")) else "last.pt"}
+           "best_step": best_step(rows, res["step"])}
     m = re.search(r"([\d.]+)M parameters", "\n".join(x[1] for x in r["lines"]))
     out["params"] = int(float(m.group(1)) * 1e6) if m else None
     return out
 
 
+def best_step(rows: list, last_step: int) -> int:
+    """Step of the weights train.py evaluated at the end (its best.pt: the best
+    validation loss; the last step when there was no validation)."""
+    val = [x for x in rows if x.get("split") == "valid" and not x.get("final")]
+    return min(val, key=lambda x: (x["loss"], x["step"]))["step"] if val else last_step
+
+
 def learning_curve(lines: list, rows: list) -> list:
     """Validation BPC against training minutes: the time of the train log line at
-    the validation's step, minus the time spent in earlier validations."""
+    the validation's step, minus the time spent in earlier validations.  A
+    validation at a step without a log line (the one train.py runs when the
+    budget ends) is timed as its own line minus the median validation time."""
     t_start = next((t for t, s in lines if s.startswith("model:")), 0.0)
     log_t, val_t = {}, {}
     for t, s in lines:
         m = _VALID.match(s)
         if m:
-            val_t[int(m.group(1))] = t
+            val_t.setdefault(int(m.group(1)), t)  # the first of two validations at one step
             continue
         m = _STEP.search(s)
         if m and s.startswith("| epoch"):
             log_t[int(m.group(1))] = t
     bpc = {x["step"]: x["bpc"] for x in rows if x.get("split") == "valid" and not x.get("final")}
+    durations = sorted(val_t[k] - log_t[k] for k in val_t if k in log_t)
+    typical = durations[len(durations) // 2] if durations else 0.0
     curve, spent = [], 0.0
     for step in sorted(val_t):
-        t_train = log_t.get(step)
-        if t_train is None or step not in bpc:
+        t_train = log_t.get(step, val_t[step] - typical)
+        if step not in bpc:
             continue
         curve.append({"step": step, "minutes": (t_train - t_start - spent) / 60, "valid_bpc": bpc[step]})
         spent += val_t[step] - t_train
@@ -718,9 +729,10 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
              " steps (about ten validations a run, their time inside the budget) — far from convergence: this "
              "compares what each setup reaches on a small, fixed CPU budget, not final quality.")
     rare_runs = d.get("rare", {}).values()
-    if rare_runs and all(r.get("evaluated") == "last.pt" for r in rare_runs):
-        L.append("- No rare-word run completes an epoch (none validates before its end), so section 1 evaluates "
-                 "the weights at the end of the budget; section 2 evaluates each run's last weights too.")
+    if rare_runs and all(r.get("best_step") == r["steps"] for r in rare_runs):
+        L.append("- No rare-word run completes an epoch; each validates once, when its budget ends, so section 1 "
+                 "evaluates the weights at the end of the budget. Section 2 evaluates each run's last weights "
+                 "too (`python -m qrnn_lm evaluate --checkpoint RUN/last.pt`).")
     L.append("- BPC is exact over the original text: rare words cost log P(bucket | history) + log P(word | bucket) "
              "(DESIGN.md section 3), so word, subword and character models are comparable.\n")
 
