@@ -37,7 +37,9 @@ echo "== 3/5 tokenize with MeCab; keep 10k words, 128 rare-word buckets (k-means
   --buckets 128 --workers 2 --quiet
 
 echo "== 4/5 train a small QRNN LM for $MINUTES minutes (prints test ppl / bpc at the end)"
-python train.py --data data/debian-ja --rnn qrnn --emsize 128 --nhid 256 --nlayers 2 \
+RESUME=()
+[ -f "$OUT/last.pt" ] && RESUME=(--resume)   # a second run continues the first
+python train.py "${RESUME[@]}" --data data/debian-ja --rnn qrnn --emsize 128 --nhid 256 --nlayers 2 \
   --window 2 --softmax adaptive --batch_size 32 --bptt 35 --optimizer adamw --lr 3e-3 \
   --dropout 0.1 --dropouth 0.1 --dropouti 0.1 --dropoute 0 \
   --max-minutes "$MINUTES" --eval-interval 200 --log-interval 50 --no-progress --save "$OUT"

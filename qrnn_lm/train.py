@@ -262,6 +262,10 @@ def train(args) -> int:
         device = torch.device("cpu")
     if args.amp != "off" and not use_cuda:
         raise QrnnLmError(f"--amp {args.amp} needs a CUDA device; use --amp off on CPU.")
+    if args.resume is None and any(os.path.exists(os.path.join(args.save, n)) for n in (LAST, BEST)):
+        # never overwrite a run's checkpoints by starting a new run over them
+        raise QrnnLmError(f"--save {args.save} already holds a run; continue it with --resume, "
+                          "or give another --save directory.")
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)

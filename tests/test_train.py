@@ -94,6 +94,17 @@ def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):
     assert best["best_val_loss"] == pytest.approx(best_loss)
 
 
+def test_new_run_never_overwrites_a_saved_run(char_data, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    args = ["--data", char_data, "--save", run, *TINY, "--max-steps", "2"]
+    assert train_mod.main(args) == 0
+    before = hashlib.sha256(open(os.path.join(run, "last.pt"), "rb").read()).hexdigest()
+    capsys.readouterr()
+    rc, err = run_train(args + ["--seed", "7"], capsys)
+    assert_one_sentence_error(rc, err, "already holds a run", "--resume")
+    assert hashlib.sha256(open(os.path.join(run, "last.pt"), "rb").read()).hexdigest() == before
+
+
 def test_adaptive_softmax_with_unused_clusters_and_weight_decay(char_data, tmp_path):
     """Rare clusters get no gradient in most steps (grad None); SGD with
     weight decay must carry on (the cleargrads/WeightDecay failure)."""
@@ -117,7 +128,7 @@ def test_train_from_text_files_prepares_and_caches(tmp_path, capsys):
     assert train_mod.main(argv[:-1] + [str(tmp_path / "run2")]) == 0
     assert "preparing" not in capsys.readouterr().err                 # cache hit
     assert os.listdir(cache) == [prepared]
-    assert train_mod.main(argv[:9] + ["16"] + argv[10:]) == 0           # other --vocab-size, new entry
+    assert train_mod.main(argv[:9] + ["16"] + argv[10:-1] + [str(tmp_path / "run3")]) == 0  # other --vocab-size
     assert len(os.listdir(cache)) == 2
 
 
