@@ -433,8 +433,10 @@ def machine() -> dict:
                                 cwd=REPO).stdout.strip()
     except OSError:
         commit = None
+    from qrnn_lm import ops
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "torch": torch.__version__,
-            "python": platform.python_version(), "commit": commit, "gpu": torch.cuda.is_available()}
+            "python": platform.python_version(), "commit": commit, "gpu": torch.cuda.is_available(),
+            "compiled_kernels": sorted(ops.compiled_devices())}
 
 
 def _plt():
@@ -707,7 +709,7 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
              f"Raw numbers: `{os.path.relpath(store.path, REPO) if store.path.startswith(REPO) else store.path}`.\n")
     L.append(f"Machine: {mach.get('cpu')}, {mach.get('cores')} cores, "
              f"{(mach.get('memory_bytes') or 0) / 2 ** 30:.0f} GiB RAM, no GPU; Python {mach.get('python')}, "
-             f"torch {mach.get('torch')}.  The cores were shared with other work at times; each run's load "
+             f"torch {mach.get('torch')}, compiled fo-pool kernels for {', '.join(mach.get('compiled_kernels') or []) or 'no device (reference loops)'}.  The cores were shared with other work at times; each run's load "
              "average is in the JSON.\n")
     L.append("## Setup\n")
     ds = d.get("datasets", {})
