@@ -130,13 +130,27 @@ inline at::Tensor packed_tables(const at::Tensor& batch_sizes, int64_t N,
   return tables.to(device);
 }
 
-inline void set_tables(FoPoolParams& p, const at::Tensor& lengths, const at::Tensor& tables) {
+// Sets p.packed, p.T, p.B and the length tables from x's layout: packed rows
+// (N, ...) with batch_sizes, or (T, B, ...) with optional lengths.  The
+// returned tensor owns the tables that p points into: keep it alive until the
+// launch is done.
+inline at::Tensor set_layout(FoPoolParams& p, const at::Tensor& x,
+                             const std::optional<at::Tensor>& lengths,
+                             const at::Tensor* batch_sizes) {
+  p.packed = batch_sizes != nullptr;
+  at::Tensor owner;
   if (p.packed) {
-    p.offsets = tables.data_ptr<int64_t>();
+    owner = packed_tables(*batch_sizes, x.size(0), x.device(), &p.B);
+    p.T = batch_sizes->size(0);
+    p.offsets = owner.data_ptr<int64_t>();
     p.lengths = p.offsets + p.T + 1;
   } else {
-    p.lengths = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+    p.T = x.size(0);
+    p.B = x.size(1);
+    owner = check_lengths(lengths, p.T, p.B, x);
+    p.lengths = owner.defined() ? owner.data_ptr<int64_t>() : nullptr;
   }
+  return owner;
 }
 
 // Plain forward, both layouts. f, z: (T, B, H) or packed (N, H).
@@ -149,22 +163,14 @@ inline std::tuple<at::Tensor, at::Tensor> plain_forward(
   TORCH_CHECK(z_.sizes() == f_.sizes(), "qrnn_lm: z has shape ", z_.sizes(), " but f has ",
               f_.sizes());
   FoPoolParams p;
-  p.packed = batch_sizes != nullptr;
   p.reverse = reverse;
-  at::Tensor lengths, tables;
-  if (p.packed) {
+  if (batch_sizes != nullptr) {
     TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
-    tables = packed_tables(*batch_sizes, f_.size(0), f_.device(), &p.B);
-    p.T = batch_sizes->size(0);
-    p.H = f_.size(1);
   } else {
     TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
-    p.T = f_.size(0);
-    p.B = f_.size(1);
-    p.H = f_.size(2);
-    lengths = check_lengths(lengths_, p.T, p.B, f_);
   }
-  set_tables(p, lengths, tables);
+  p.H = f_.size(-1);
+  const auto layout = set_layout(p, f_, lengths_, batch_sizes);
   auto c0 = check_c0(c0_, p.B, p.H, f_);
   auto f = f_.contiguous(), z = z_.contiguous();
   auto c = at::empty_like(f);
@@ -192,22 +198,14 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> plain_backward(
                   grad_c_.sizes() == f_.sizes(),
               "qrnn_lm: backward: f, z, c and grad_c must have the same shape");
   FoPoolParams p;
-  p.packed = batch_sizes != nullptr;
   p.reverse = reverse;
-  at::Tensor lengths, tables;
-  if (p.packed) {
+  if (batch_sizes != nullptr) {
     TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
-    tables = packed_tables(*batch_sizes, f_.size(0), f_.device(), &p.B);
-    p.T = batch_sizes->size(0);
-    p.H = f_.size(1);
   } else {
     TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
-    p.T = f_.size(0);
-    p.B = f_.size(1);
-    p.H = f_.size(2);
-    lengths = check_lengths(lengths_, p.T, p.B, f_);
   }
-  set_tables(p, lengths, tables);
+  p.H = f_.size(-1);
+  const auto layout = set_layout(p, f_, lengths_, batch_sizes);
   TORCH_CHECK(grad_cn_.dim() == 2 && grad_cn_.size(0) == p.B && grad_cn_.size(1) == p.H,
               "qrnn_lm: grad_c_n must have shape (B, H)");
   auto c0 = check_c0(c0_, p.B, p.H, f_);
@@ -242,16 +240,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_forward(
   TORCH_CHECK(gates_.size(-1) % p.G == 0, "qrnn_lm: the last dim of gates (",
               gates_.size(-1), ") must be ", p.G, "*H");
   p.H = gates_.size(-1) / p.G;
-  at::Tensor lengths, tables;
-  if (p.packed) {
-    tables = packed_tables(*batch_sizes, gates_.size(0), gates_.device(), &p.B);
-    p.T = batch_sizes->size(0);
-  } else {
-    p.T = gates_.size(0);
-    p.B = gates_.size(1);
-    lengths = check_lengths(lengths_, p.T, p.B, gates_);
-  }
-  set_tables(p, lengths, tables);
+  const auto layout = set_layout(p, gates_, lengths_, batch_sizes);
   auto c0 = check_c0(c0_, p.B, p.H, gates_);
   auto gates = gates_.contiguous();
   auto shape = gates.sizes().vec();
@@ -292,16 +281,7 @@ inline std::tuple<at::Tensor, at::Tensor> fused_backward(
   shape.back() = p.H;
   TORCH_CHECK(c_.sizes() == at::IntArrayRef(shape) && grad_h_.sizes() == at::IntArrayRef(shape),
               "qrnn_lm: backward: c and grad_h must have shape ", shape);
-  at::Tensor lengths, tables;
-  if (p.packed) {
-    tables = packed_tables(*batch_sizes, gates_.size(0), gates_.device(), &p.B);
-    p.T = batch_sizes->size(0);
-  } else {
-    p.T = gates_.size(0);
-    p.B = gates_.size(1);
-    lengths = check_lengths(lengths_, p.T, p.B, gates_);
-  }
-  set_tables(p, lengths, tables);
+  const auto layout = set_layout(p, gates_, lengths_, batch_sizes);
   TORCH_CHECK(grad_cn_.dim() == 2 && grad_cn_.size(0) == p.B && grad_cn_.size(1) == p.H,
               "qrnn_lm: grad_c_n must have shape (B, H)");
   auto c0 = check_c0(c0_, p.B, p.H, gates_);
