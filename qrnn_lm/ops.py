@@ -235,17 +235,22 @@ def _check_lengths(lengths: Optional[Tensor], T: int, B: int, ref: Tensor, fn: s
             raise ValueError(f"{fn}: lengths must lie in [0, T={T}], got values in [{lo}, {hi}]")
 
 
-def _check_padded(f, z, c0, lengths, fn: str) -> None:
+def _check_gates_pair(f, z, fn: str, dim: int, shape: str) -> None:
+    """f and z: float tensors of rank ``dim`` with one shape, dtype and device."""
     _check_float("f", f, fn)
     _check_float("z", z, fn)
-    if f.dim() != 3:
-        raise ValueError(f"{fn}: f must have shape (T, B, H), got {f.dim()} dimensions")
+    if f.dim() != dim:
+        raise ValueError(f"{fn}: f must have shape {shape}, got {f.dim()} dimensions")
     if z.shape != f.shape:
         raise ValueError(f"{fn}: z has shape {tuple(z.shape)} but f has {tuple(f.shape)}")
     if z.dtype != f.dtype:
         raise ValueError(f"{fn}: z has dtype {z.dtype} but f has {f.dtype}")
     if z.device != f.device:
         raise ValueError(f"{fn}: z is on {z.device} but f is on {f.device}")
+
+
+def _check_padded(f, z, c0, lengths, fn: str) -> None:
+    _check_gates_pair(f, z, fn, 3, "(T, B, H)")
     T, B, H = f.shape
     _check_c0(c0, B, H, f, fn)
     _check_lengths(lengths, T, B, f, fn)
@@ -274,16 +279,7 @@ def _check_batch_sizes(batch_sizes: Tensor, N: int, fn: str) -> None:
 
 
 def _check_packed(f, z, batch_sizes, c0, fn: str) -> None:
-    _check_float("f", f, fn)
-    _check_float("z", z, fn)
-    if f.dim() != 2:
-        raise ValueError(f"{fn}: f must have shape (N, H) (packed rows), got {f.dim()} dimensions")
-    if z.shape != f.shape:
-        raise ValueError(f"{fn}: z has shape {tuple(z.shape)} but f has {tuple(f.shape)}")
-    if z.dtype != f.dtype:
-        raise ValueError(f"{fn}: z has dtype {z.dtype} but f has {f.dtype}")
-    if z.device != f.device:
-        raise ValueError(f"{fn}: z is on {z.device} but f is on {f.device}")
+    _check_gates_pair(f, z, fn, 2, "(N, H) (packed rows)")
     _check_batch_sizes(batch_sizes, f.shape[0], fn)
     if c0 is not None:
         B = int(batch_sizes[0]) if batch_sizes.numel() > 0 and not _is_compiling() \
