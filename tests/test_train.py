@@ -245,3 +245,12 @@ def test_mecab_dictionary_missing(tmp_path, monkeypatch, capsys):
                         capsys)
     assert rc != 0 and "Traceback" not in err
     assert "dictionary" in err and "unidic-lite" in err
+
+
+def test_loss_curve_png_when_matplotlib_is_installed(char_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "4",
+                           "--log-interval", "1", "--eval-interval", "2"]) == 0
+    with open(os.path.join(run, "loss.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
