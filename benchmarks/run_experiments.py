@@ -73,6 +73,7 @@ MEM_SIZES = [10_000, 25_000, 50_000, 100_000, 150_000, 250_000]
 MEM_METHODS = [("full", "full softmax"), ("buckets", "40% kept + 256 buckets, full softmax"),
                ("adaptive", "adaptive softmax")]
 SAMPLES, SAMPLE_TOKENS = 5, 60
+REPEAT, REPEAT_SEED = ["unk", "kmeans256"], 2   # rare-word runs repeated with another seed
 
 PROFILES = {
     # Minutes of training per rare-word run and per QRNN/LSTM run.  Validation intervals (steps) give every QRNN/LSTM run about ten
@@ -387,6 +388,26 @@ def exp_rnn(args, profile, files, store):
         log(f"  {name}: {r['tokens_per_s']:.0f} tok/s, test bpc (last weights) {last['bpc']:.4f}")
 
 
+def exp_repeat(args, profile, files, store):
+    """Two rare-word runs again with another seed: how far apart two runs of
+    the same setup land (the spread the comparisons of section 1 live with)."""
+    for name in REPEAT:
+        key = f"{name}-seed{REPEAT_SEED}"
+        ds = store.get("datasets", name)
+        if ds is None or (store.get("repeat", key) and key not in args.redo):
+            continue
+        try:
+            r = train(key, ds["dir"], profile["rare_minutes"],
+                      ["--rnn", "qrnn", "--batching", "stream", "--log-interval", str(profile["log_interval"]),
+                       "--seed", str(REPEAT_SEED)], args, store, "repeat")
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
+            log(f"  {key} failed: {e}")
+            store.put("failed", f"repeat/{key}", str(e))
+            continue
+        store.put("repeat", key, r)
+        log(f"  {key}: test bpc {r['test_bpc']:.4f}, {r['steps']} steps")
+
+
 def exp_memory(args, profile, store):
     bench = os.path.join(HERE, "bench_lm.py")
     for v in profile["mem_sizes"]:
@@ -523,6 +544,17 @@ def plot_memory(d: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def within_bucket_bits(ds: dict):
+    """Bits per test character spent on P(word | bucket): -sum(rare_logp) / (C ln 2),
+    read from the prepared test split (None when it is gone)."""
+    import math
+    import numpy as np
+    path = os.path.join(ds.get("dir", ""), "test.rare_logp.npy")
+    if not os.path.exists(path) or not ds.get("test_characters"):
+        return None
+    return -float(np.load(path).astype(np.float64).sum()) / (ds["test_characters"] * math.log(2))
 
 
 def _f(x, fmt="{:.3f}", none="–"):
@@ -770,26 +802,44 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
         for name, label, _ in RARE_METHODS:
             r = rare.get(name)
             if r is None:
-                rows.append([label] + ["not run"] + [""] * 9)
+                rows.append([label] + ["not run"] + [""] * 10)
                 continue
             s = ds.get(name, {})
             rows.append([label, f"{s.get('outputs', 0):,}", s.get("buckets", "–"),
                          _f(s.get("test_bucket_fraction") and 100 * s["test_bucket_fraction"], "{:.1f}%"),
+                         _f(within_bucket_bits(s), "{:.3f}"),
                          f"{r['params'] / 1e6:.2f}M", r["steps"], _f(r.get("tokens_per_s"), "{:,.0f}"),
                          f"{r['maxrss_bytes'] / 2 ** 20:,.0f}", f"**{r['test_bpc']:.4f}**",
                          _f(full_bpc and 100 * (r["test_bpc"] / full_bpc - 1), "{:+.1f}%"),
                          f"{100 * r['rare_fraction']:.1f}% / {r['leaks']}"])
-        L.append(_table(["method", "outputs", "buckets", "test tokens in buckets", "parameters", "steps",
+        L.append(_table(["method", "outputs", "buckets", "test tokens in buckets", "within-bucket part of BPC",
+                         "parameters", "steps",
                          "train tok/s", "peak RSS MiB", "test BPC", "vs full", "samples: bucket tokens / leaks"],
                         rows) + "\n")
         L.append(f"![Test BPC and rare words in samples per method]({rel}/rare_words.png)\n")
         L.append("Peak RSS is ru_maxrss of the train.py process (it includes the Python interpreter and torch, "
                  f"about {_f(meta.get('baseline_rss_bytes') and meta['baseline_rss_bytes'] / 2 ** 20, '{:.0f}')} MiB "
                  "for `import torch` alone). \"steps\" differs because the budget is time; tokens per step are "
-                 "32 × ~70. \"test tokens in buckets\" is the share of test tokens that map to a bucket; "
+                 "32 × ~70. \"test tokens in buckets\" is the share of test tokens that map to a bucket (for the full "
+                 "vocabulary and char: words or characters never seen in training); \"within-bucket part of BPC\" (-Σ log2 P(word | bucket) per "
+                 "character) is the part of the test BPC spent choosing the word inside its bucket, fixed by the "
+                 "vocabulary before any training (the model pays the rest: which output, bucket or word, comes "
+                 "next); "
                  f"\"samples\" is the share of the {SAMPLES} × {SAMPLE_TOKENS} sampled tokens that were bucket "
                  "tokens (each expanded to a word by P(word | bucket)) and the number of bucket names found in "
                  "the text.\n")
+        rep_rows = []
+        for key, r in sorted(d.get("repeat", {}).items()):
+            name = key.rsplit("-seed", 1)[0]
+            if name in rare:
+                rep_rows.append([rare[name]["label"], f"{rare[name]['test_bpc']:.4f} ({rare[name]['steps']} steps)",
+                                 f"{r['test_bpc']:.4f} ({r['steps']} steps)",
+                                 f"{abs(r['test_bpc'] - rare[name]['test_bpc']):.4f}"])
+        if rep_rows:
+            L.append(f"Run-to-run spread: the same setup trained again with seed {REPEAT_SEED} (dropout masks, "
+                     "initialisation, window lengths) and the same time budget:\n")
+            L.append(_table(["method", "test BPC, seed 1111", f"test BPC, seed {REPEAT_SEED}", "difference"],
+                            rep_rows) + "\n")
         L.append("### Samples (seeds 1–5, temperature 1, no prompt)\n")
         for name, label, _ in RARE_METHODS:
             r = rare.get(name)
@@ -882,7 +932,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=DEFAULT_DATA, help="folder with train.txt, valid.txt, test.txt")
     p.add_argument("--work", default=None, help="prepared datasets, runs, logs "
                                                 "(default ~/.cache/qrnn_lm/experiments[_quick])")
-    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "speed", "memory"], default=None,
+    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "memory", "repeat"], default=None,
                    help="run only these experiments (the report covers whatever is stored)")
     p.add_argument("--redo", nargs="*", default=[], help="step names to run again (e.g. kmeans64 qrnn-stream)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
@@ -912,11 +962,12 @@ def main(argv=None) -> int:
                                 "resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True)
             meta["baseline_rss_bytes"] = int(q.stdout.strip() or 0)
         store.save()
-        only = set(args.only or ["rare", "rnn", "speed", "memory"])
+        only = set(args.only or ["rare", "rnn", "memory", "repeat"])
         files = corpus_files(args, profile)
         steps = [("rare", lambda: exp_rare(args, profile, files, store)),
                  ("rnn", lambda: exp_rnn(args, profile, files, store)),
-                 ("memory", lambda: exp_memory(args, profile, store))]
+                 ("memory", lambda: exp_memory(args, profile, store)),
+                 ("repeat", lambda: exp_repeat(args, profile, files, store))]
         failed = []
         for name, fn in steps:
             if name not in only:
