@@ -408,6 +408,66 @@ def exp_repeat(args, profile, files, store):
         log(f"  {key}: test bpc {r['test_bpc']:.4f}, {r['steps']} steps")
 
 
+def token_nll(run_dir: str, data_dir: str):
+    """-log P (nats) of every test token under the run's evaluated checkpoint,
+    scored exactly as train.py scores the test split (stream columns of 32,
+    windows of 70, state carried), and the test split itself."""
+    import numpy as np
+    import torch
+    from qrnn_lm.data import StreamBatches, load_split
+    from qrnn_lm.lm import build_model, load_checkpoint, load_vocab_dict
+    ckpt = load_checkpoint(run_dir)
+    vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
+    model = build_model(ckpt, vocab).eval()
+    split = load_split(data_dir, "test")
+    b = StreamBatches(split.ids, vocab.eos_id, 32, 70, train=False)
+    out, state = np.zeros(len(split.ids)), None
+    with torch.no_grad():
+        for offset, seq_len in b.plan(0):
+            x, y = b.window(offset, seq_len)
+            nll, state = model(x, state, targets=y)
+            state = model.detach_state(state)
+            t = np.arange(offset, offset + seq_len)[:, None]
+            valid = t < b.col_len[None, :]
+            out[(b.col_start[None, :] + t)[valid]] = nll.double().numpy()  # target of input k is ids[k]
+    return out, split, vocab
+
+
+def exp_breakdown(args, profile, store):
+    """Where the test bits go, per class of token, for the MeCab models: kept
+    words, `</s>`, rare words seen in training, words never seen in training
+    (the same token positions in every MeCab dataset; 'unseen' = a bucket token
+    of the full-vocabulary dataset)."""
+    import math
+    import numpy as np
+    full = store.get("datasets", "full")
+    if full is None:
+        return
+    from qrnn_lm.vocab import Vocabulary
+    fv = Vocabulary.load(full["dir"])
+    fids = np.load(os.path.join(full["dir"], "test.ids.npy"))
+    unseen = fv._is_bucket[fids]
+    for name, _, flags in RARE_METHODS:
+        if "--tokenizer" in flags or store.get("rare", name) is None:
+            continue
+        if store.get("breakdown", name) and name not in args.redo:
+            continue
+        ds = store.get("datasets", name)
+        nll, split, vocab = token_nll(os.path.join(args.work, "runs", "rare", name), ds["dir"])
+        ids, lp = np.asarray(split.ids), np.asarray(split.rare_logp, dtype=np.float64)
+        bucket = vocab._is_bucket[ids]
+        eos = ids == vocab.eos_id
+        classes = {"kept words": ~bucket & ~eos, "</s>": eos, "seen rare words": bucket & ~unseen,
+                   "unseen words": unseen}
+        denom = split.characters * math.log(2)
+        row = {"total_bpc": float((nll.sum() - lp.sum()) / denom)}
+        for cname, m in classes.items():
+            row[cname] = {"tokens": int(m.sum()), "model_bpc": float(nll[m].sum() / denom),
+                          "within_bucket_bpc": float(-lp[m].sum() / denom)}
+        store.put("breakdown", name, row)
+        log(f"breakdown {name}: total {row['total_bpc']:.4f} (train.py: {store.get('rare', name)['test_bpc']:.4f})")
+
+
 def exp_memory(args, profile, store):
     bench = os.path.join(HERE, "bench_lm.py")
     for v in profile["mem_sizes"]:
@@ -840,6 +900,22 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
                      "initialisation, window lengths) and the same time budget:\n")
             L.append(_table(["method", "test BPC, seed 1111", f"test BPC, seed {REPEAT_SEED}", "difference"],
                             rep_rows) + "\n")
+        bd = d.get("breakdown", {})
+        if bd:
+            cls = ["kept words", "</s>", "seen rare words", "unseen words"]
+            rows = []
+            for name, label, _ in RARE_METHODS:
+                r = bd.get(name)
+                if r is None:
+                    continue
+                rows.append([label] + [f"{r[c]['model_bpc']:.3f} + {r[c]['within_bucket_bpc']:.3f}"
+                                       if r[c]["within_bucket_bpc"] else f"{r[c]['model_bpc']:.3f}" for c in cls]
+                            + [f"{r['total_bpc']:.4f}"])
+            first = next((v for k, v in bd.items() if k != "full"), next(iter(bd.values())))  # counts of a cut
+            L.append("Where the test bits go (MeCab models; bits per test character, model part + within-bucket "
+                     "part; the token positions are the same in every MeCab dataset, "
+                     + ", ".join(f"{first[c]['tokens']:,} {c}" for c in cls) + "):\n")
+            L.append(_table(["method"] + cls + ["total"], rows) + "\n")
         L.append("### Samples (seeds 1–5, temperature 1, no prompt)\n")
         for name, label, _ in RARE_METHODS:
             r = rare.get(name)
@@ -932,7 +1008,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=DEFAULT_DATA, help="folder with train.txt, valid.txt, test.txt")
     p.add_argument("--work", default=None, help="prepared datasets, runs, logs "
                                                 "(default ~/.cache/qrnn_lm/experiments[_quick])")
-    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "memory", "repeat"], default=None,
+    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "memory", "repeat", "breakdown"], default=None,
                    help="run only these experiments (the report covers whatever is stored)")
     p.add_argument("--redo", nargs="*", default=[], help="step names to run again (e.g. kmeans64 qrnn-stream)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
@@ -962,12 +1038,13 @@ def main(argv=None) -> int:
                                 "resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True)
             meta["baseline_rss_bytes"] = int(q.stdout.strip() or 0)
         store.save()
-        only = set(args.only or ["rare", "rnn", "memory", "repeat"])
+        only = set(args.only or ["rare", "rnn", "memory", "repeat", "breakdown"])
         files = corpus_files(args, profile)
         steps = [("rare", lambda: exp_rare(args, profile, files, store)),
                  ("rnn", lambda: exp_rnn(args, profile, files, store)),
                  ("memory", lambda: exp_memory(args, profile, store)),
-                 ("repeat", lambda: exp_repeat(args, profile, files, store))]
+                 ("repeat", lambda: exp_repeat(args, profile, files, store)),
+                 ("breakdown", lambda: exp_breakdown(args, profile, store))]
         failed = []
         for name, fn in steps:
             if name not in only:
