@@ -983,7 +983,9 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
         L.append(_table(["RNN", "batching", "parameters", "steps", "train tok/s", "last valid BPC",
                          "test BPC (last weights)", "peak RSS MiB"], rows) + "\n")
         L.append(f"![Validation BPC against training minutes]({rel}/qrnn_vs_lstm.png)\n")
-        L.append(f"Data: the k-means K=256 dataset of section 1. Each run had the same {profile['rnn_minutes']} "
+        L.append(f"Data: the k-means K=256 dataset of section 1. Same size means the same emsize, nhid and "
+                 "layers; an LSTM layer has four gate matrices against the QRNN's three (with a window-2 first "
+                 f"layer), hence its larger parameter count. Each run had the same {profile['rnn_minutes']} "
                  "minutes of wall time (validation passes included); the curve's x axis leaves the validation "
                  "passes out. tok/s is the median over log intervals of target tokens per second of training "
                  "steps (sentence batches hold fewer tokens per step than 32 × 70 windows).\n")
@@ -1022,7 +1024,7 @@ def report(store: Store, args, profile, md_path: str, img_dir: str) -> None:
 
     L.append("## Regenerate\n")
     L.append("```\npip install matplotlib        # only this script needs it\n"
-             "python benchmarks/run_experiments.py            # everything, ~45 min on 2 CPU cores\n"
+             "python benchmarks/run_experiments.py            # everything, ~40 min on 2 CPU cores\n"
              "python benchmarks/run_experiments.py --quick    # a 5-minute check of the plumbing on a slice\n"
              "```\n")
     L.append("Runs already in `benchmarks/results/experiments.json` are skipped (delete it, or `--redo NAME`, "
