@@ -542,7 +542,8 @@ def train(args) -> int:
                            lr=step_lr, ms_per_batch=1000 * elapsed / interval_steps,
                            tok_per_s=interval_tokens / max(elapsed, 1e-9))
                     interval_loss, interval_steps, interval_tokens, t_interval = 0.0, 0, 0, time.time()
-                if args.eval_interval and step % args.eval_interval == 0 and next_batch != 0:
+                validated_now = bool(args.eval_interval) and step % args.eval_interval == 0 and next_batch != 0
+                if validated_now:
                     validate(next_epoch, next_batch)
                     last_good = os.path.join(args.save, LAST)
                     model.train()
@@ -555,6 +556,8 @@ def train(args) -> int:
                 if stop_reason:
                     if next_batch == 0:  # the epoch is complete: validate as an uninterrupted run would
                         validate(next_epoch, 0)
+                    elif validated_now:
+                        pass  # validated and saved at this very step, just above
                     elif flags[1] == 0:
                         # a budget ran out mid-epoch: the final weights may be the best ones
                         validate(next_epoch, next_batch, step_scheduler=False)
@@ -619,7 +622,8 @@ def _plot_losses(metrics_path: str, png_path: str) -> None:
             ax.plot(*zip(*pts), label=split, marker="o" if split == "valid" else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

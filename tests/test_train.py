@@ -92,6 +92,11 @@ def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):
     best = load_checkpoint(os.path.join(run, "best.pt"))
     best_loss = min(r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final"))
     assert best["best_val_loss"] == pytest.approx(best_loss)
+    # a budget that ends on a validation step validates once, not twice
+    run8 = str(tmp_path / "run8")
+    assert train_mod.main(["--data", char_data, "--save", run8, *TINY, "--epochs", "50", "--lr", "0.05",
+                           "--max-steps", "8", "--eval-interval", "4", "--log-interval", "1"]) == 0
+    assert [r["step"] for r in metrics(run8) if r["split"] == "valid" and not r.get("final")] == [4, 8]
 
 
 def test_new_run_never_overwrites_a_saved_run(char_data, tmp_path, capsys):
