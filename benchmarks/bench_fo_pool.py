@@ -144,6 +144,9 @@ def bench_case(device, T, B, H, dtype, repeats, slow_repeats, with_slow):
                    device, repeats)
         row["fused_bwd_ms"], row["fused_bwd_GBs"] = t * 1e3, gbs(8 * n * es, t)
 
+    # free what the no-grad measurements left behind, so the autograd runs
+    # below see the same heap as a training step would
+    del c, c_n, gcn, h, cf, c_nf, gates
     fg, zg = f.clone().requires_grad_(True), z.clone().requires_grad_(True)
 
     def fwd_bwd(fn):
