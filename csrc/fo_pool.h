@@ -153,6 +153,15 @@ inline at::Tensor set_layout(FoPoolParams& p, const at::Tensor& x,
   return owner;
 }
 
+// f of the plain ops: packed rows (N, H) with batch_sizes, else (T, B, H).
+inline void check_plain_rank(const at::Tensor& f, const at::Tensor* batch_sizes) {
+  if (batch_sizes != nullptr) {
+    TORCH_CHECK(f.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f.sizes());
+  } else {
+    TORCH_CHECK(f.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f.sizes());
+  }
+}
+
 // Plain forward, both layouts. f, z: (T, B, H) or packed (N, H).
 inline std::tuple<at::Tensor, at::Tensor> plain_forward(
     Launcher launch, const at::Tensor& f_, const at::Tensor& z_,
@@ -164,11 +173,7 @@ inline std::tuple<at::Tensor, at::Tensor> plain_forward(
               f_.sizes());
   FoPoolParams p;
   p.reverse = reverse;
-  if (batch_sizes != nullptr) {
-    TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
-  } else {
-    TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
-  }
+  check_plain_rank(f_, batch_sizes);
   p.H = f_.size(-1);
   const auto layout = set_layout(p, f_, lengths_, batch_sizes);
   auto c0 = check_c0(c0_, p.B, p.H, f_);
@@ -199,11 +204,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> plain_backward(
               "qrnn_lm: backward: f, z, c and grad_c must have the same shape");
   FoPoolParams p;
   p.reverse = reverse;
-  if (batch_sizes != nullptr) {
-    TORCH_CHECK(f_.dim() == 2, "qrnn_lm: packed f must have shape (N, H), got ", f_.sizes());
-  } else {
-    TORCH_CHECK(f_.dim() == 3, "qrnn_lm: f must have shape (T, B, H), got ", f_.sizes());
-  }
+  check_plain_rank(f_, batch_sizes);
   p.H = f_.size(-1);
   const auto layout = set_layout(p, f_, lengths_, batch_sizes);
   TORCH_CHECK(grad_cn_.dim() == 2 && grad_cn_.size(0) == p.B && grad_cn_.size(1) == p.H,
