@@ -1,55 +1,95 @@
 #!/usr/bin/env bash
-# Everything worth doing on a lent GPU, in one go: build the extension with
-# the CUDA kernels, run the tests (the CUDA-parametrised ones run now), and
-# every benchmark in benchmarks/, writing logs and JSON to $OUT (default
-# benchmarks/results/gpu_<date>).  Each step's failure is logged and the
-# script goes on; the exit code is non-zero if any step failed.
+# Everything worth doing on a GPU, in one go and in bounded time: build the
+# extension with the CUDA kernels, run the CUDA tests (with each of the two
+# unroll instances), time the kernels standalone over unroll factors, run
+# the benchmarks on the GPU, and train on the GPU through torchrun (NCCL)
+# with bf16 autocast.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
-#   QUICK=1 ...        fewer repeats / shapes (when device time is short)
+#
+# Each step has its own time limit; a failed step is logged and the script
+# goes on (exit code non-zero if any step failed).  Logs and JSON collect in
+# $WORK (default /tmp/qrnn_gpu_check), and after every step they are packed
+# into $OUT/gpu_check.tar.gz with a running summary in $OUT/summary.txt, so
+# whatever finished survives a kill.
+#
+#   DATA=dir        a prepared dataset for bench_lm speed and the training
+#                   run (default .gpu_data/ja-debian-docs-mecab-pos if
+#                   present; those steps are skipped without one)
+#   SKIP="a b"      steps to skip (names as in the summary)
+#   DEADLINE=s      skip the steps that would start after this many seconds
+#                   (default 900); each step's limit is cut to fit it
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu_$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-export MAX_JOBS=${MAX_JOBS:-8}
+WORK=${WORK:-/tmp/qrnn_gpu_check}
+mkdir -p "$OUT" "$WORK"
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+export MAX_JOBS=${MAX_JOBS:-16}
 export QRNN_LM_FORCE_CUDA=1
+export PYTHONUNBUFFERED=1
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   # build for the visible GPU only (fast); fall back to the CI list
   TORCH_CUDA_ARCH_LIST=$(python3 -c "import torch; m, n = torch.cuda.get_device_capability(); print(f'{m}.{n}')" 2>/dev/null || echo "8.0;9.0")
   export TORCH_CUDA_ARCH_LIST
 fi
+ARCH=sm_${TORCH_CUDA_ARCH_LIST//./}; ARCH=${ARCH%%;*}
+DATA=${DATA:-.gpu_data/ja-debian-docs-mecab-pos}
+NVCC=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc; [ -x "$NVCC" ] || NVCC=nvcc
+DEADLINE=${DEADLINE:-900}
+T0=$(date +%s)
 status=0
-step() {  # step NAME CMD...: run, log to $OUT/NAME.log, remember failures
-  local name=$1; shift
-  echo "== $name: $*"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+pack() { tar -czf "$OUT/gpu_check.tar.gz.tmp" -C "$WORK" --exclude=./unroll_sweep . && mv "$OUT/gpu_check.tar.gz.tmp" "$OUT/gpu_check.tar.gz"; }
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to $WORK/NAME.log
+  local name=$1 limit=$2; shift 2
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then say "== $name: skipped"; return; fi
   local t0=$(date +%s)
-  if "$@" >"$OUT/$name.log" 2>&1; then
-    echo "   ok ($(( $(date +%s) - t0 )) s)"
+  local left=$(( DEADLINE - (t0 - T0) ))
+  if [ "$left" -lt 20 ]; then say "== $name: skipped (past DEADLINE=$DEADLINE s)"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  if timeout -k 5 "$limit" "$@" >"$WORK/$name.log" 2>&1; then
+    say "== $name: ok ($(( $(date +%s) - t0 )) s)"
   else
-    echo "   FAILED ($(( $(date +%s) - t0 )) s), see $OUT/$name.log"; tail -20 "$OUT/$name.log"
+    local rc=$?
+    say "== $name: FAILED rc=$rc ($(( $(date +%s) - t0 )) s; limit $limit s): $*"
+    tail -25 "$WORK/$name.log" | tee -a "$SUMMARY"
     status=1
   fi
+  pack
 }
 
-{ date -u; nvidia-smi 2>&1 | head -15; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"; } >"$OUT/device.txt" 2>&1
-cat "$OUT/device.txt"
+{ date -u; nvidia-smi 2>&1 | head -12
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  nproc; "$NVCC" --version | tail -2; } >"$WORK/device.txt" 2>&1
+cat "$WORK/device.txt" >>"$SUMMARY"; grep -E "torch|NVIDIA H|Tesla|A100" "$WORK/device.txt" | head -3
 
-step build pip install -v --no-build-isolation -e .
-step compiled python3 -c "import qrnn_lm.ops as o; d = o.compiled_devices(); print(d); assert d >= {'cpu', 'cuda'}, d"
-step tests_cuda python3 -m pytest -q -rs tests/test_ops.py -k cuda
-step tests_all python3 -m pytest -q -x tests
-REP=""; [ -n "${QUICK:-}" ] && REP="--repeats 5"
-step bench_fo_pool_cuda python3 benchmarks/bench_fo_pool.py --device cuda $REP --out "$OUT/bench_fo_pool_cuda.json"
-step bench_fo_pool_cpu python3 benchmarks/bench_fo_pool.py --device cpu --threads "$(nproc)" --shapes 128x32x512 --dtypes float32 --out "$OUT/bench_fo_pool_cpu.json"
-for b in bench_rnn bench_lm; do
-  if [ -f "benchmarks/$b.py" ]; then
-    # other benchmarks' flags: pass --device / --out only where they exist
-    help=$(python3 "benchmarks/$b.py" --help 2>&1 || true)
-    extra=()
-    grep -q -- "--device" <<<"$help" && extra+=(--device cuda)
-    grep -q -- "--out" <<<"$help" && extra+=(--out "$OUT/$b.json")
-    step "$b" python3 "benchmarks/$b.py" "${extra[@]}"
-  fi
-done
-echo "logs and JSON in $OUT"
+# the standalone sweep compiles beside the extension build
+( "$NVCC" -O3 --use_fast_math -std=c++17 -arch="$ARCH" -Icsrc -Xptxas -v \
+    benchmarks/cuda/unroll_sweep.cu -o "$WORK/unroll_sweep" >"$WORK/sweep_build.log" 2>&1 ) &
+sweep_pid=$!
+step build 300 python3 -m pip install -v --no-deps --no-build-isolation -e .
+wait $sweep_pid || say "== sweep_build: FAILED (see sweep_build.log)"
+step compiled 60 python3 -c "import qrnn_lm.ops as o; d = o.compiled_devices(); print(d); assert d >= {'cpu', 'cuda'}, d"
+# the default unroll rule picks 16 for the tests' small shapes: run the op
+# tests again with 4 forced, so both instances are checked
+step tests_cuda 420 python3 -m pytest -q -rs tests/test_ops.py tests/test_rnn.py tests/test_train.py -k "cuda"
+step tests_cuda_unroll4 180 env QRNN_LM_CUDA_UNROLL=4 python3 -m pytest -q tests/test_ops.py -k "cuda and (reference or packed or fused or gradcheck)"
+[ -x "$WORK/unroll_sweep" ] && step unroll_sweep 150 "$WORK/unroll_sweep"
+step bench_fo_pool_cuda 240 python3 benchmarks/bench_fo_pool.py --device cuda --out "$WORK/bench_fo_pool_cuda.json"
+if [ -d "$DATA" ]; then
+  step bench_lm_speed 240 python3 benchmarks/bench_lm.py speed --device cuda --data "$DATA" --steps 20
+  rm -rf "$WORK/run"
+  step train_torchrun_bf16 240 torchrun --standalone --nproc_per_node 1 train.py --data "$DATA" \
+    --save "$WORK/run" --device cuda --amp bf16 --max-minutes 1 --no-progress --log-interval 100 \
+    --emsize 400 --nhid 1150 --nlayers 3 --batch_size 64 --bptt 70 --softmax adaptive
+  rm -f "$WORK"/run/*.pt  # keep the logs and metrics, not the weights
+fi
+step bench_rnn_cuda 240 python3 benchmarks/bench_rnn.py --device cuda --quick --min-time 1 --out "$WORK/bench_rnn_cuda_quick.json"
+step bench_lm_memory 240 python3 benchmarks/bench_lm.py memory --device cuda
+step bench_rnn_cuda_packed 240 python3 benchmarks/bench_rnn.py --device cuda --quick --packed --min-time 1 --out "$WORK/bench_rnn_cuda_packed_quick.json"
+cp benchmarks/results/bench_lm_cuda.json "$WORK/" 2>/dev/null
+pack
+say "results in $OUT/gpu_check.tar.gz (logs and JSON), summary in $SUMMARY"
 exit $status
