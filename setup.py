@@ -76,7 +76,7 @@ def extensions():
 
     BUILD_INFO.update(torch=torch.__version__, cuda=with_cuda)
     if with_cuda:
-        nvcc = ["-O0", "-G", "-g"] if debug else ["-O3", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
         return [CUDAExtension("qrnn_lm._C", cpp + cu,
                               extra_compile_args={"cxx": cxx + ["-DQRNN_LM_WITH_CUDA"],
                                                   "nvcc": nvcc})]

@@ -65,7 +65,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 DEFAULT_SHAPES = {
     "cpu": ["128x32x512", "64x16x256", "256x64x512"],
     # n = T*B*H >= 32M elements for the bandwidth target, plus a small LM-sized case
-    "cuda": ["256x128x1024", "1024x32x1024", "128x64x512"],
+    "cuda": ["64x512x1024", "256x128x1024", "1024x32x1024", "128x64x512"],
 }
 DEFAULT_DTYPES = {"cpu": ["float32", "bfloat16"], "cuda": ["float32", "float16", "bfloat16"]}
 

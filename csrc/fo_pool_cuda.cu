@@ -1,8 +1,8 @@
 // fo-pooling CUDA ops: TORCH_LIBRARY_IMPL(qrnn_lm, CUDA) registrations that
 // check their inputs (fo_pool.h), pick a kernel instance and launch it on the
 // current stream under a device guard.  The kernels are in fo_pool_kernels.cuh,
-// instantiated in fo_pool_cuda_u4.cu and fo_pool_cuda_u16.cu (two files so
-// they compile in parallel).
+// instantiated in fo_pool_cuda_u{2,4,8,16}.cu (one file per unroll factor,
+// so they compile in parallel).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
@@ -19,15 +19,13 @@
 namespace qrnn_lm {
 namespace {
 
-// Time-loop unrolling.  Each thread keeps kUnroll steps of loads in flight;
-// when there are many columns (threads) a small unroll already covers the
-// memory latency and keeps registers (occupancy) low, and with few columns
-// a large unroll is needed to keep enough bytes in flight.  Measured by
-// benchmarks/cuda/unroll_sweep.cu.  QRNN_LM_CUDA_UNROLL=4|16 forces one
-// (tests and benchmarks use it to reach both instances).
-constexpr int kUnrollSmall = 4;   // fo_pool_cuda_u4.cu
-constexpr int kUnrollLarge = 16;  // fo_pool_cuda_u16.cu
-
+// Time-loop unrolling.  Each thread keeps U steps of loads in flight.  With
+// many columns (threads) a small U already covers the memory latency and
+// keeps registers, hence occupancy, in check; with few columns only a large
+// U keeps enough bytes in flight.  The thresholds come from
+// benchmarks/cuda/unroll_sweep.cu (see docs/RESULTS.md).  The instances
+// are compiled in fo_pool_cuda_u{2,4,8,16}.cu; QRNN_LM_CUDA_UNROLL forces
+// one (the tests use it to reach each).
 int multiprocessor_count(int device) {
   static int counts[64] = {0};
   if (device < 0 || device >= 64) device = 0;
@@ -39,24 +37,36 @@ int multiprocessor_count(int device) {
   return counts[device];
 }
 
-int choose_unroll(const FoPoolParams& p, int device) {
+int choose_unroll(const FoPoolParams& p, bool backward, int device) {
   if (const char* env = std::getenv("QRNN_LM_CUDA_UNROLL")) {
-    if (std::strcmp(env, "4") == 0) return kUnrollSmall;
-    if (std::strcmp(env, "16") == 0) return kUnrollLarge;
-    TORCH_CHECK(env[0] == '\0', "qrnn_lm: QRNN_LM_CUDA_UNROLL must be 4 or 16, got '", env,
-                "'");
+    if (env[0] != '\0') {
+      const int u = std::atoi(env);
+      TORCH_CHECK(u == 2 || u == 4 || u == 8 || u == 16,
+                  "qrnn_lm: QRNN_LM_CUDA_UNROLL must be 2, 4, 8 or 16, got '", env, "'");
+      return u;
+    }
   }
-  // threads per multiprocessor if every column ran at once
+  // columns (threads) per multiprocessor if all ran at once
   const int64_t per_sm = p.B * p.H / multiprocessor_count(device);
-  return per_sm >= 512 ? kUnrollSmall : kUnrollLarge;
+  if (backward) return per_sm >= 1024 ? 2 : per_sm >= 256 ? 4 : 8;
+  return per_sm >= 1024 ? 4 : per_sm >= 256 ? 8 : 16;
+}
+
+template <typename scalar_t>
+void launch_unrolled(int unroll, const FoPoolParams& p, bool backward, cudaStream_t stream) {
+  switch (unroll) {
+    case 2: launch_gates<scalar_t, 2>(p, backward, stream); break;
+    case 4: launch_gates<scalar_t, 4>(p, backward, stream); break;
+    case 8: launch_gates<scalar_t, 8>(p, backward, stream); break;
+    default: launch_gates<scalar_t, 16>(p, backward, stream); break;
+  }
 }
 
 void launch_cuda(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
-  const int unroll = choose_unroll(p, stream.device_index());
+  const int unroll = choose_unroll(p, backward, stream.device_index());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fo_pool_cuda", [&] {
-    if (unroll == kUnrollLarge) launch_gates<scalar_t, kUnrollLarge>(p, backward, stream);
-    else launch_gates<scalar_t, kUnrollSmall>(p, backward, stream);
+    launch_unrolled<scalar_t>(unroll, p, backward, stream);
   });
 }
 

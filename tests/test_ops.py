@@ -242,6 +242,52 @@ def test_fo_pool_fused(device, output_gate, reverse, shape):
             assert_close(a, b, dtype)
 
 
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("unroll", ["2", "4", "8", "16"])
+def test_cuda_every_unroll_instance(monkeypatch, unroll):
+    """Each compiled unroll factor of the CUDA kernels (the launcher picks one
+    by the number of columns; QRNN_LM_CUDA_UNROLL forces it) against float64,
+    with T not a multiple of any factor and lengths 0, 1 and T: full chunks,
+    the tail ladder and the step from c0 all run."""
+    kernel_device("cuda")
+    monkeypatch.setenv("QRNN_LM_CUDA_UNROLL", unroll)
+    T, B, H = 37, 6, 45
+    gen = torch.Generator().manual_seed(int(unroll))
+    f, z, c0, gates = random_inputs(T, B, H, gen, 3)
+    lengths = torch.tensor([37, 0, 1, 17, 36, 5])
+    seeds = [torch.randn(T, B, H, generator=gen, dtype=torch.float64),
+             torch.randn(B, H, generator=gen, dtype=torch.float64)]
+    keep = lengths > 0
+    pg = pack(gates[:, keep], lengths[keep])
+    pseeds = [torch.randn(pg.data.shape[0], H, generator=gen, dtype=torch.float64),
+              torch.randn(int(keep.sum()), H, generator=gen, dtype=torch.float64)]
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for reverse in (False, True):
+            runs = [
+                (lambda a, c, r=reverse: ops.fo_pool(a[0], a[1], c, lengths, reverse=r),
+                 lambda a, c, r=reverse: ops.fo_pool_reference(a[0], a[1], c, lengths, reverse=r),
+                 [f, z], c0, seeds),
+                (lambda a, c, r=reverse: ops.fo_pool_fused(a[0], c, lengths, reverse=r),
+                 lambda a, c, r=reverse: ops.fo_pool_fused_reference(a[0], c, lengths, reverse=r),
+                 [gates * 2], c0, seeds),
+                (lambda a, c, r=reverse: ops.fo_pool_fused_packed(a[0], pg.batch_sizes, c, reverse=r),
+                 lambda a, c, r=reverse: ops.fo_pool_fused_packed_reference(a[0], pg.batch_sizes, c,
+                                                                            reverse=r),
+                 [pg.data * 2], c0[keep][pg.sorted_indices], pseeds),
+            ]
+            for run, ref, args, c_init, sd in runs:
+                xk = [leaf(a, dtype, "cuda") for a in args]
+                ck = leaf(c_init, dtype, "cuda")
+                out = run(xk, ck)
+                xr = [leaf(a.detach().double().cpu(), torch.float64, "cpu") for a in xk]
+                cr = leaf(ck.detach().double().cpu(), torch.float64, "cpu")
+                out_ref = ref(xr, cr)
+                for a, b in zip(out, out_ref):
+                    assert_close(a, b, dtype)
+                for a, b in zip(grads_of(out, xk + [ck], sd), grads_of(out_ref, xr + [cr], sd)):
+                    assert_close(a, b, dtype)
+
+
 @pytest.mark.parametrize("baseline", [False, True])
 @pytest.mark.parametrize("output_gate", [True, False])
 @pytest.mark.parametrize("H", [45, 300])

@@ -3,13 +3,14 @@
 // sizes, in float32 and bfloat16, against a measured device-to-device copy.
 // It is how the unroll rule in csrc/fo_pool_cuda.cu was chosen.
 //
-//   nvcc -O3 --use_fast_math -std=c++17 -arch=sm_90 -I csrc \
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I csrc \
 //        benchmarks/cuda/unroll_sweep.cu -o /tmp/unroll_sweep && /tmp/unroll_sweep
 //
 // Prints one line per (shape, dtype, kernel, unroll, threads): time (median
 // of 15 after 3 warm-ups, CUDA events), GB/s counting the bytes each kernel
 // must read and write once, and % of the copy bandwidth.  Every variant's
-// output is checked bit for bit against unroll 1 (same arithmetic order).
+// output is checked against unroll 1 (same arithmetic up to multiply-add
+// contraction: float32 to 1e-5, bfloat16 to 1e-2 relative).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -45,12 +46,16 @@ __global__ void fill(T* x, int64_t n, uint32_t seed, float lo, float hi) {
   }
 }
 
-__global__ void count_diff(const uint16_t* a, const uint16_t* b, int64_t n,
+// number of elements where |a - b| > tol * (1 + |a|), NaN counted
+template <typename T>
+__global__ void count_diff(const T* a, const T* b, int64_t n, float tol,
                            unsigned long long* out) {
   unsigned long long d = 0;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    d += a[i] != b[i];
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float x = static_cast<float>(a[i]), y = static_cast<float>(b[i]);
+    d += !(fabsf(x - y) <= tol * (1.0f + fabsf(x)));
+  }
   if (d) atomicAdd(out, d);
 }
 
@@ -164,7 +169,9 @@ void sweep(const char* dtype, int64_t T, int64_t B, int64_t H, double copy) {
         CHECK(cudaMemset(out, 0xff, out_bytes));
         float ms = time_ms([&] { launch_u<S, G>(U, p, bwd, threads); });
         CHECK(cudaMemset(diff, 0, sizeof(unsigned long long)));
-        count_diff<<<1024, 256>>>((const uint16_t*)ref, (const uint16_t*)out, out_bytes / 2, diff);
+        // the unrolled versions may contract multiply-adds differently: allow rounding
+        count_diff<<<1024, 256>>>(ref, out, (int64_t)(out_bytes / es),
+                                  sizeof(S) == 4 ? 1e-5f : 1e-2f, diff);
         unsigned long long nd = 0;
         CHECK(cudaMemcpy(&nd, diff, sizeof nd, cudaMemcpyDeviceToHost));
         const bool same = nd == 0;
@@ -172,6 +179,7 @@ void sweep(const char* dtype, int64_t T, int64_t B, int64_t H, double copy) {
         std::printf("%5lldx%4lldx%5lld %-8s %-6s %s U=%-2d thr=%3d  %8.3f ms %7.0f GB/s %4.0f%%%s\n",
                     (long long)T, (long long)B, (long long)H, dtype, name, bwd ? "bwd" : "fwd",
                     U, threads, ms, gbs, 100 * gbs / copy, same ? "" : "  MISMATCH");
+        if (!same) std::printf("      %llu elements differ from unroll 1\n", nd);
         std::fflush(stdout);
       }
     }
@@ -195,7 +203,10 @@ int main(int argc, char** argv) {
   for (auto& s : shapes) {
     sweep<float, 0>("float32", s[0], s[1], s[2], copy);
     sweep<float, 3>("float32", s[0], s[1], s[2], copy);
-    if (!quick) sweep<__nv_bfloat16, 0>("bfloat16", s[0], s[1], s[2], copy);
+    if (!quick) {
+      sweep<__nv_bfloat16, 0>("bfloat16", s[0], s[1], s[2], copy);
+      sweep<__nv_bfloat16, 3>("bfloat16", s[0], s[1], s[2], copy);
+    }
   }
   return 0;
 }
