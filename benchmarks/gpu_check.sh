@@ -17,6 +17,7 @@
 #                   run (default .gpu_data/ja-debian-docs-mecab-pos if
 #                   present; those steps are skipped without one)
 #   SKIP="a b"      steps to skip (names as in the summary)
+#   PROBE_ARGS      flags for cxx_error_probe.py (default --gdb)
 #   DEADLINE=s      skip the steps that would start after this many seconds
 #                   (default 900); each step's limit is cut to fit it
 set -uo pipefail
@@ -62,7 +63,8 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $WORK/NAME.l
 
 { date -u; nvidia-smi 2>&1 | head -12
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-  nproc; "$NVCC" --version | tail -2; } >"$WORK/device.txt" 2>&1
+  nproc; uname -r; "$NVCC" --version | tail -2; gcc --version | head -1; ld --version | head -1
+  ldd --version | head -1; python3 -VV; } >"$WORK/device.txt" 2>&1
 cat "$WORK/device.txt" >>"$SUMMARY"; grep -E "torch|NVIDIA H|Tesla|A100" "$WORK/device.txt" | head -3
 
 # the standalone sweep compiles beside the extension build
@@ -75,10 +77,10 @@ step compiled 60 python3 -c "import qrnn_lm.ops as o; d = o.compiled_devices(); 
 # the C++-error test runs on its own (a crash there must not stop the rest)
 step tests_cuda 420 python3 -m pytest -q -rs tests/test_ops.py tests/test_rnn.py tests/test_train.py -k "cuda" \
   --deselect "tests/test_ops.py::test_bad_inputs_caught_in_cpp[cuda]"
-step tests_cuda_cxx_errors 120 python3 -m pytest -q "tests/test_ops.py::test_bad_inputs_caught_in_cpp[cuda]"
-step cxx_error_probe 200 python3 benchmarks/cuda/cxx_error_probe.py
-[ -x "$WORK/unroll_sweep" ] && step unroll_sweep 150 "$WORK/unroll_sweep"
 step bench_fo_pool_cuda 240 python3 benchmarks/bench_fo_pool.py --device cuda --out "$WORK/bench_fo_pool_cuda.json"
+step tests_cuda_cxx_errors 120 python3 -m pytest -q "tests/test_ops.py::test_bad_inputs_caught_in_cpp[cuda]"
+step cxx_error_probe 200 python3 benchmarks/cuda/cxx_error_probe.py ${PROBE_ARGS:---gdb}
+[ -x "$WORK/unroll_sweep" ] && step unroll_sweep 150 "$WORK/unroll_sweep"
 step bench_rnn_cuda 240 python3 benchmarks/bench_rnn.py --device cuda --quick --min-time 1 --out "$WORK/bench_rnn_cuda_quick.json"
 step bench_rnn_cuda_packed 240 python3 benchmarks/bench_rnn.py --device cuda --quick --packed --min-time 1 --out "$WORK/bench_rnn_cuda_packed_quick.json"
 if [ -d "$DATA" ]; then

@@ -1,7 +1,7 @@
 // fo-pooling CUDA ops: TORCH_LIBRARY_IMPL(qrnn_lm, CUDA) registrations that
 // check their inputs (fo_pool.h), pick a kernel instance and launch it on the
 // current stream under a device guard.  The kernels are in fo_pool_kernels.cuh,
-// instantiated in fo_pool_cuda_u{2,4,8,16}.cu (one file per unroll factor,
+// instantiated in fo_pool_cuda_u{4,8,16}.cu (one file per unroll factor,
 // so they compile in parallel).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -20,12 +20,15 @@ namespace qrnn_lm {
 namespace {
 
 // Time-loop unrolling.  Each thread keeps U steps of loads in flight.  With
-// many columns (threads) a small U already covers the memory latency and
+// many columns (threads) a moderate U already covers the memory latency and
 // keeps registers, hence occupancy, in check; with few columns only a large
-// U keeps enough bytes in flight.  The thresholds come from
-// benchmarks/cuda/unroll_sweep.cu (see docs/RESULTS.md).  The instances
-// are compiled in fo_pool_cuda_u{2,4,8,16}.cu; QRNN_LM_CUDA_UNROLL forces
-// one (the tests use it to reach each).
+// U keeps enough bytes in flight.  The rule below comes from
+// benchmarks/cuda/unroll_sweep.cu on an H200 (132 SMs; results in
+// benchmarks/results/): at 3972 columns per SM U=8 was best or within 2
+// points of copy bandwidth in every case; at 993, U=4 for the forward and 8
+// for the backward; at 248 and fewer, U=16.  The instances are compiled in
+// fo_pool_cuda_u{4,8,16}.cu; QRNN_LM_CUDA_UNROLL forces one (the tests use
+// it to reach each).
 int multiprocessor_count(int device) {
   static int counts[64] = {0};
   if (device < 0 || device >= 64) device = 0;
@@ -41,21 +44,21 @@ int choose_unroll(const FoPoolParams& p, bool backward, int device) {
   if (const char* env = std::getenv("QRNN_LM_CUDA_UNROLL")) {
     if (env[0] != '\0') {
       const int u = std::atoi(env);
-      TORCH_CHECK(u == 2 || u == 4 || u == 8 || u == 16,
-                  "qrnn_lm: QRNN_LM_CUDA_UNROLL must be 2, 4, 8 or 16, got '", env, "'");
+      TORCH_CHECK(u == 4 || u == 8 || u == 16,
+                  "qrnn_lm: QRNN_LM_CUDA_UNROLL must be 4, 8 or 16, got '", env, "'");
       return u;
     }
   }
   // columns (threads) per multiprocessor if all ran at once
   const int64_t per_sm = p.B * p.H / multiprocessor_count(device);
-  if (backward) return per_sm >= 1024 ? 2 : per_sm >= 256 ? 4 : 8;
-  return per_sm >= 1024 ? 4 : per_sm >= 256 ? 8 : 16;
+  if (per_sm < 512) return 16;
+  if (backward || per_sm >= 2048) return 8;
+  return 4;
 }
 
 template <typename scalar_t>
 void launch_unrolled(int unroll, const FoPoolParams& p, bool backward, cudaStream_t stream) {
   switch (unroll) {
-    case 2: launch_gates<scalar_t, 2>(p, backward, stream); break;
     case 4: launch_gates<scalar_t, 4>(p, backward, stream); break;
     case 8: launch_gates<scalar_t, 8>(p, backward, stream); break;
     default: launch_gates<scalar_t, 16>(p, backward, stream); break;

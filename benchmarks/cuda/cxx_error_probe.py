@@ -9,8 +9,13 @@ extension's CUDA code from one in the environment:
   torch_cuda      torch's own C++ error on a CUDA tensor
   *_after_compile the same after a torch.compile'd function ran on CUDA
 
-    python benchmarks/cuda/cxx_error_probe.py
+    python benchmarks/cuda/cxx_error_probe.py [--no-compile] [--gdb]
+
+--gdb: for each crash, rerun the case under cuda-gdb (or gdb) in batch
+mode and print the native backtrace.
 """
+import os
+import shutil
 import subprocess
 import sys
 
@@ -28,7 +33,7 @@ CASES = {
 }
 
 
-def run(name, code, compiled):
+def run(name, code, compiled, gdb):
     src = ("import torch\nfrom qrnn_lm import ops\nq = torch.ops.qrnn_lm\n"
            + (PRE_COMPILE if compiled else "")
            + f"try:\n    {code}\nexcept RuntimeError as e:\n    print('RuntimeError:', str(e).splitlines()[0])\n")
@@ -36,19 +41,26 @@ def run(name, code, compiled):
                        timeout=300)
     label = name + ("_after_compile" if compiled else "")
     if p.returncode == 0:
-        print(f"{label:28} ok: {p.stdout.strip()[:100]}")
-    else:
-        print(f"{label:28} CRASHED (exit {p.returncode}): {p.stderr.strip().splitlines()[:1]}")
-    return p.returncode == 0
+        print(f"{label:28} ok: {p.stdout.strip()[:100]}", flush=True)
+        return True
+    print(f"{label:28} CRASHED (exit {p.returncode}): {p.stderr.strip().splitlines()[:1]}", flush=True)
+    debugger = shutil.which("cuda-gdb") or shutil.which("gdb")
+    if gdb and debugger:
+        g = subprocess.run([debugger, "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, "-c", src],
+                           capture_output=True, text=True, timeout=300)
+        frames = [line for line in g.stdout.splitlines() if line.startswith("#") or "SIGSEGV" in line]
+        print(f"  native backtrace ({os.path.basename(debugger)}):\n    " + "\n    ".join(frames[:40]), flush=True)
+    return False
 
 
 def main():
+    no_compile, gdb = "--no-compile" in sys.argv, "--gdb" in sys.argv
     ok = True
-    for compiled in (False, True):
+    for compiled in (False,) if no_compile else (False, True):
         for name, code in CASES.items():
             if compiled and name == "qrnn_cpu":
                 continue
-            ok &= run(name, code, compiled)
+            ok &= run(name, code, compiled, gdb and name == "qrnn_cpu")
     return 0 if ok else 1
 
 

@@ -1,7 +1,0 @@
-// The fo-pooling CUDA kernels with the time loop unrolled by 2, for every dtype.
-#define QRNN_LM_INSTANTIATE_LAUNCH
-#include "fo_pool_cuda_launch.h"
-
-namespace qrnn_lm {
-QRNN_LM_INSTANTIATE_UNROLL(2)
-}  // namespace qrnn_lm
