@@ -26,12 +26,15 @@ falls back to the slow reference, with a warning).
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from qrnn_lm._ext import shared_libstdcxx  # noqa: E402  (link flags shared with the JIT build)
 CSRC = ROOT / "csrc"
 BUILD_INFO = {}
 
@@ -79,8 +82,10 @@ def extensions():
         nvcc = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
         return [CUDAExtension("qrnn_lm._C", cpp + cu,
                               extra_compile_args={"cxx": cxx + ["-DQRNN_LM_WITH_CUDA"],
-                                                  "nvcc": nvcc})]
-    return [CppExtension("qrnn_lm._C", cpp, extra_compile_args={"cxx": cxx})]
+                                                  "nvcc": nvcc},
+                              extra_link_args=shared_libstdcxx())]
+    return [CppExtension("qrnn_lm._C", cpp, extra_compile_args={"cxx": cxx},
+                         extra_link_args=shared_libstdcxx())]
 
 
 class BuildPyWithSources(build_py):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -34,6 +36,27 @@ def _csrc_dir() -> Path | None:
         if (d / "fo_pool.cpp").is_file():
             return d
     return None
+
+
+def shared_libstdcxx() -> list:
+    """Link arguments naming the shared C++ runtime (libstdc++.so.6) by path.
+
+    Where g++ finds only libstdc++.a (an image without the libstdc++.so
+    link) or LDFLAGS asks for -static-libstdc++, the module would carry its
+    own copy of libstdc++, and two copies in one process break iostreams:
+    formatting an error message then crashed or lost its numbers (seen on an
+    Ubuntu 24.04 / GCC 13 GPU image).  Naming the shared library makes every
+    libstdc++ symbol resolve to the one torch uses.  Used by setup.py and
+    the JIT build."""
+    if not sys.platform.startswith("linux"):
+        return []
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        path = subprocess.run([cxx, "-print-file-name=libstdc++.so.6"], capture_output=True,
+                              text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [path] if os.path.isabs(path) and os.path.exists(path) else []
 
 
 def _torch_base(v: str) -> str:
@@ -80,7 +103,8 @@ def _try_jit() -> str | None:
             name="qrnn_lm_jit_cuda" if cuda else "qrnn_lm_jit",
             sources=sources,
             extra_cflags=flags + (["-DQRNN_LM_WITH_CUDA"] if cuda else []),
-            extra_cuda_cflags=["-O3", "--use_fast_math"] if cuda else None,
+            extra_cuda_cflags=["-O3"] if cuda else None,
+            extra_ldflags=shared_libstdcxx(),
             is_python_module=False,
             verbose=False,
         )

@@ -480,7 +480,10 @@ def test_bad_inputs_caught_in_cpp(device):
     f = torch.rand(4, 3, 5, device=device)
     z = torch.randn(4, 3, 5, device=device)
     cases = [
-        (lambda: q.fo_pool(f, z[:, :2], None, None, False), "z has shape"),
+        # the numbers too: a module carrying its own copy of libstdc++ loses
+        # them (or crashes) when it formats a message
+        (lambda: q.fo_pool(f, z[:, :2], None, None, False),
+         r"z has shape \[4, 2, 5\] but f has \[4, 3, 5\]"),
         (lambda: q.fo_pool(f[0], z[0], None, None, False), "f must have shape"),
         (lambda: q.fo_pool(f, z.double(), None, None, False), "z has dtype"),
         (lambda: q.fo_pool(f, z, torch.zeros(2, 5, device=device), None, False),
@@ -497,6 +500,22 @@ def test_bad_inputs_caught_in_cpp(device):
     for fn, pattern in cases:
         with pytest.raises(RuntimeError, match=pattern):
             fn()
+
+
+def test_extension_uses_the_shared_cpp_runtime():
+    """qrnn_lm._C must link libstdc++.so.6, not carry a static copy (setup.py
+    names the shared library: qrnn_lm._ext.shared_libstdcxx)."""
+    import shutil
+    import subprocess
+    import sys
+    if not sys.platform.startswith("linux") or shutil.which("readelf") is None:
+        pytest.skip("needs Linux and readelf")
+    try:
+        import qrnn_lm._C as C
+    except ImportError:
+        pytest.skip("no prebuilt qrnn_lm._C (JIT build or fallback in use)")
+    out = subprocess.run(["readelf", "-d", C.__file__], capture_output=True, text=True).stdout
+    assert "libstdc++.so.6" in out, out
 
 
 def test_fallback_reference_handles_half_precision():
