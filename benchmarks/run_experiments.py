@@ -748,11 +748,17 @@ def summary(d: dict) -> list:
 
 def speed_sections(results_dir: str) -> str:
     """Tables of the kernel/layer/LM benchmark JSON files, newest file per kind and device."""
+    # benchmarks/results/*.json, and those of GPU runs in benchmarks/results/gpu_*/
+    # (paths relative to results_dir)
     files = sorted(f for f in os.listdir(results_dir) if f.endswith(".json") and not f.startswith("experiments"))
+    for sub in sorted(os.listdir(results_dir)):
+        if sub.startswith("gpu_") and os.path.isdir(os.path.join(results_dir, sub)):
+            files += sorted(f"{sub}/{f}" for f in os.listdir(os.path.join(results_dir, sub)) if f.endswith(".json"))
+    base = os.path.basename
     out = []
     fo = {}
     for f in files:
-        if f.startswith("fo_pool_"):
+        if base(f).startswith(("fo_pool_", "bench_fo_pool_")):
             d = json.load(open(os.path.join(results_dir, f)))
             fo[d.get("device", "cpu")] = (f, d)  # names sort by time stamp: keep the newest
     out.append("### fo-pooling kernels (`benchmarks/bench_fo_pool.py`)\n")
@@ -775,7 +781,7 @@ def speed_sections(results_dir: str) -> str:
     if "cuda" not in fo:
         out.append("GPU rows: not measured on GPU (no `fo_pool_cuda_*.json` in benchmarks/results/).\n")
     out.append("### One QRNN layer vs one LSTM layer (`benchmarks/bench_rnn.py`)\n")
-    rnn_files = [f for f in files if f.startswith("bench_rnn_")]
+    rnn_files = [f for f in files if base(f).startswith("bench_rnn_")]
     for f in rnn_files:
         d = json.load(open(os.path.join(results_dir, f)))
         m = d.get("meta", {})
@@ -790,7 +796,7 @@ def speed_sections(results_dir: str) -> str:
     if not any("cuda" in f for f in rnn_files):
         out.append("GPU rows: not measured on GPU (no `bench_rnn_cuda*.json` in benchmarks/results/).\n")
     out.append("### Whole language model, training step (`benchmarks/bench_lm.py`)\n")
-    lm_files = [f for f in files if f.startswith("bench_lm_")]
+    lm_files = [f for f in files if base(f).startswith("bench_lm_")]
     for f in lm_files:
         d = json.load(open(os.path.join(results_dir, f)))
         sp = d.get("speed", [])
