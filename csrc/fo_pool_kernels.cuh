@@ -45,6 +45,38 @@ struct Column {
   const scalar_t* __restrict__ gout;  // backward: dL/dc or dL/dh
 };
 
+// Column col = b * H + h of the launch: its indices, steps and inputs.
+template <typename scalar_t, int G>
+__device__ __forceinline__ Column<scalar_t> column_of(const FoPoolParams& p, int64_t col) {
+  Column<scalar_t> q;
+  q.H = p.H;
+  q.W = G == 0 ? p.H : G * p.H;
+  q.b = col / p.H;
+  q.h = col - q.b * p.H;
+  const int64_t L = p.lengths ? p.lengths[q.b] : p.T;
+  q.L = L < 0 ? 0 : (L > p.T ? p.T : L);  // validated on the host; never read out of bounds
+  q.in = static_cast<const scalar_t*>(G == 0 ? p.f : p.gates);
+  q.z = static_cast<const scalar_t*>(p.z);
+  q.c = static_cast<const scalar_t*>(p.c);  // backward only
+  q.gout = static_cast<const scalar_t*>(p.grad_out);  // backward only
+  return q;
+}
+
+// The inputs of one step at element index i (row * W + h): f and z, or the
+// gate pre-activations z, f (and o).
+template <int G, typename scalar_t>
+__device__ __forceinline__ void load_step(const Column<scalar_t>& q, int64_t i, scalar_t& f,
+                                          scalar_t& z, scalar_t& o) {
+  if constexpr (G == 0) {
+    f = q.in[i];
+    z = q.z[i];
+  } else {
+    z = q.in[i];
+    f = q.in[i + q.H];
+    if constexpr (G == 3) o = q.in[i + 2 * q.H];
+  }
+}
+
 // The N forward steps k, ..., k+N-1 of a column (all < L).  Every load of
 // the chunk is issued first, into registers of the storage type; nothing
 // reads a loaded value (not even a conversion) until all are in flight, so
@@ -59,15 +91,7 @@ __device__ __forceinline__ void fwd_chunk(const FoPoolParams& p, const Column<sc
   scalar_t fr[N], zr[N], orr[N];
 #pragma unroll
   for (int u = 0; u < N; ++u) {
-    const int64_t i = rows[u] * q.W + q.h;
-    if constexpr (G == 0) {
-      fr[u] = q.in[i];
-      zr[u] = q.z[i];
-    } else {
-      zr[u] = q.in[i];
-      fr[u] = q.in[i + q.H];
-      if constexpr (G == 3) orr[u] = q.in[i + 2 * q.H];
-    }
+    load_step<G>(q, rows[u] * q.W + q.h, fr[u], zr[u], orr[u]);
   }
 #pragma unroll
   for (int u = 0; u < N; ++u) {
@@ -87,16 +111,8 @@ template <typename scalar_t, typename acc_t, int G, int kUnroll>
 __global__ void __launch_bounds__(kMaxThreads) fo_pool_fwd_kernel(const FoPoolParams p) {
   const int64_t col = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= p.B * p.H) return;
-  Column<scalar_t> q;
-  q.H = p.H;
-  q.W = G == 0 ? p.H : G * p.H;
-  q.b = col / p.H;
-  q.h = col - q.b * p.H;
-  const int64_t T = p.T;
-  int64_t L = p.lengths ? p.lengths[q.b] : T;
-  q.L = L = L < 0 ? 0 : (L > T ? T : L);  // validated on the host; never read out of bounds
-  q.in = static_cast<const scalar_t*>(G == 0 ? p.f : p.gates);
-  q.z = static_cast<const scalar_t*>(p.z);
+  const Column<scalar_t> q = column_of<scalar_t, G>(p, col);
+  const int64_t T = p.T, L = q.L;
   auto* __restrict__ c = static_cast<scalar_t*>(p.c);
   auto* __restrict__ hout = static_cast<scalar_t*>(p.h);
   acc_t s = p.c0 ? static_cast<acc_t>(static_cast<const scalar_t*>(p.c0)[col]) : acc_t(0);
@@ -134,16 +150,8 @@ __device__ __forceinline__ void bwd_chunk(const FoPoolParams& p, const Column<sc
   for (int j = 0; j < N + (FROM_C0 ? 0 : 1); ++j) cr[j] = q.c[rows[j] * q.H + q.h];
 #pragma unroll
   for (int u = 0; u < N; ++u) {
-    const int64_t i = rows[u] * q.W + q.h;
     gr[u] = q.gout[rows[u] * q.H + q.h];
-    if constexpr (G == 0) {
-      fr[u] = q.in[i];
-      zr[u] = q.z[i];
-    } else {
-      zr[u] = q.in[i];
-      fr[u] = q.in[i + q.H];
-      if constexpr (G == 3) orr[u] = q.in[i + 2 * q.H];
-    }
+    load_step<G>(q, rows[u] * q.W + q.h, fr[u], zr[u], orr[u]);
   }
 #pragma unroll
   for (int u = 0; u < N; ++u) {
@@ -179,18 +187,8 @@ template <typename scalar_t, typename acc_t, int G, int kUnroll>
 __global__ void __launch_bounds__(kMaxThreads) fo_pool_bwd_kernel(const FoPoolParams p) {
   const int64_t col = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= p.B * p.H) return;
-  Column<scalar_t> q;
-  q.H = p.H;
-  q.W = G == 0 ? p.H : G * p.H;
-  q.b = col / p.H;
-  q.h = col - q.b * p.H;
-  const int64_t T = p.T;
-  int64_t L = p.lengths ? p.lengths[q.b] : T;
-  q.L = L = L < 0 ? 0 : (L > T ? T : L);
-  q.in = static_cast<const scalar_t*>(G == 0 ? p.f : p.gates);
-  q.z = static_cast<const scalar_t*>(p.z);
-  q.c = static_cast<const scalar_t*>(p.c);
-  q.gout = static_cast<const scalar_t*>(p.grad_out);
+  const Column<scalar_t> q = column_of<scalar_t, G>(p, col);
+  const int64_t T = p.T, L = q.L;
   auto* __restrict__ gin = static_cast<scalar_t*>(G == 0 ? p.grad_f : p.grad_gates);
   auto* __restrict__ gz = static_cast<scalar_t*>(p.grad_z);
   const acc_t c0v =
