@@ -5,7 +5,7 @@
 # the benchmarks on the GPU, and train on the GPU through torchrun (NCCL)
 # with bf16 autocast.
 #
-#   OUT=/some/dir bash benchmarks/gpu_check.sh
+#   OUT=/some/dir bash benchmarks/gpu_check.sh      # about 6 minutes on an H200
 #
 # Each step has its own time limit; a failed step is logged and the script
 # goes on (exit code non-zero if any step failed).  Logs and JSON collect in
