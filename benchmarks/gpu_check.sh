@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything worth doing on a GPU, in one go and in bounded time: build the
-# extension with the CUDA kernels, run the CUDA tests (with each of the two
-# unroll instances), time the kernels standalone over unroll factors, run
+# extension with the CUDA kernels, run the CUDA tests (each unroll instance
+# included), probe how C++ errors come back, time the kernels standalone
+# over unroll factors (benchmarks/cuda/unroll_sweep.cu), run
 # the benchmarks on the GPU, and train on the GPU through torchrun (NCCL)
 # with bf16 autocast.
 #
