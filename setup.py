@@ -33,8 +33,6 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-from qrnn_lm._ext import shared_libstdcxx  # noqa: E402  (link flags shared with the JIT build)
 CSRC = ROOT / "csrc"
 BUILD_INFO = {}
 
@@ -51,6 +49,9 @@ def nvcc_available(cuda_home) -> bool:
 def extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    sys.path.insert(0, str(ROOT))
+    from qrnn_lm._ext import shared_libstdcxx  # link flags shared with the JIT build
 
     debug = env_flag("QRNN_LM_DEBUG")
     # -fno-trapping-math lets GCC vectorise the branch-free exp in the fused

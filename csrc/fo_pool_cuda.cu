@@ -4,14 +4,12 @@
 // instantiated in fo_pool_cuda_u{4,8,16}.cu (one file per unroll factor,
 // so they compile in parallel).
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
-#include <cstring>
 
 #include "fo_pool.h"
 #include "fo_pool_cuda_launch.h"
