@@ -24,7 +24,6 @@ built against another torch cannot be loaded (qrnn_lm then JIT-builds or
 falls back to the slow reference, with a warning).
 """
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,9 +35,9 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 BUILD_INFO = {}
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+sys.path.insert(0, str(ROOT))
+from qrnn_lm._build import (cxx_flags, env_flag, nvcc_flags,  # noqa: E402  (no torch import)
+                            shared_libstdcxx, sources)
 
 
 def nvcc_available(cuda_home) -> bool:
@@ -50,15 +49,6 @@ def extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
-    sys.path.insert(0, str(ROOT))
-    from qrnn_lm._ext import shared_libstdcxx  # link flags shared with the JIT build
-
-    debug = env_flag("QRNN_LM_DEBUG")
-    # -fno-trapping-math lets GCC vectorise the branch-free exp in the fused
-    # CPU kernels (no code here relies on floating-point traps)
-    cxx = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
-    cpp = sorted(f"csrc/{p.name}" for p in CSRC.glob("*.cpp"))
-    cu = sorted(f"csrc/{p.name}" for p in CSRC.glob("*.cu"))
     if env_flag("QRNN_LM_SKIP_CUDA"):
         with_cuda, why = False, "QRNN_LM_SKIP_CUDA is set"
     elif env_flag("QRNN_LM_FORCE_CUDA"):
@@ -79,13 +69,13 @@ def extensions():
           f" ({why}) against torch {torch.__version__}")
 
     BUILD_INFO.update(torch=torch.__version__, cuda=with_cuda)
+    # sources, flags and link arguments: qrnn_lm/_build.py (shared with the JIT build)
+    srcs = [str(p.relative_to(ROOT)) for p in sources(CSRC, with_cuda)]
     if with_cuda:
-        nvcc = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
-        return [CUDAExtension("qrnn_lm._C", cpp + cu,
-                              extra_compile_args={"cxx": cxx + ["-DQRNN_LM_WITH_CUDA"],
-                                                  "nvcc": nvcc},
+        return [CUDAExtension("qrnn_lm._C", srcs,
+                              extra_compile_args={"cxx": cxx_flags(True), "nvcc": nvcc_flags()},
                               extra_link_args=shared_libstdcxx())]
-    return [CppExtension("qrnn_lm._C", cpp, extra_compile_args={"cxx": cxx},
+    return [CppExtension("qrnn_lm._C", srcs, extra_compile_args={"cxx": cxx_flags(False)},
                          extra_link_args=shared_libstdcxx())]
 
 

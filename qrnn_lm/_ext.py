@@ -1,4 +1,7 @@
-"""Loads the compiled fo-pooling kernels (the ``torch.ops.qrnn_lm`` ops).
+"""Loads the compiled fo-pooling kernels (the ``torch.ops.qrnn_lm`` ops) and
+reports which devices they serve.  The Python side of the ops (argument
+checks, autograd, fake implementations) is :mod:`qrnn_lm.ops`, which imports
+this module; this one imports nothing of the package but :mod:`qrnn_lm._build`.
 
 Order of attempts, once per process:
 
@@ -7,7 +10,8 @@ Order of attempts, once per process:
    (loading it would fail on missing symbols or, worse, misbehave);
 2. a JIT build of the CPU sources in ``csrc/`` with
    ``torch.utils.cpp_extension.load`` (plus the CUDA sources only when a GPU
-   is visible and a toolkit exists); ``QRNN_LM_NO_JIT=1`` skips it;
+   is visible and a toolkit exists), with the flags of ``setup.py``
+   (:mod:`qrnn_lm._build`); ``QRNN_LM_NO_JIT=1`` skips it;
 3. otherwise the pure-PyTorch references, with one warning saying why and how
    to fix it.
 """
@@ -15,16 +19,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
 
 import torch
 
+from . import _build
+
 _lock = threading.Lock()
-_state = {"loaded": None, "how": None, "why": None}
+_devices: frozenset | None = None
 
 _PKG = Path(__file__).resolve().parent
 
@@ -36,31 +40,6 @@ def _csrc_dir() -> Path | None:
         if (d / "fo_pool.cpp").is_file():
             return d
     return None
-
-
-def shared_libstdcxx() -> list:
-    """Link arguments naming the shared C++ runtime (libstdc++.so.6) by path.
-
-    Where g++ finds only libstdc++.a (an image without the libstdc++.so
-    link) or LDFLAGS asks for -static-libstdc++, the module would carry its
-    own copy of libstdc++, and two copies in one process break iostreams:
-    formatting an error message then crashed or lost its numbers (seen on an
-    Ubuntu 24.04 / GCC 13 GPU image).  Naming the shared library makes every
-    libstdc++ symbol resolve to the one torch uses.  Used by setup.py and
-    the JIT build."""
-    if not sys.platform.startswith("linux"):
-        return []
-    cxx = os.environ.get("CXX", "c++")
-    try:
-        path = subprocess.run([cxx, "-print-file-name=libstdc++.so.6"], capture_output=True,
-                              text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [path] if os.path.isabs(path) and os.path.exists(path) else []
-
-
-def _torch_base(v: str) -> str:
-    return v.split("+")[0]
 
 
 def _try_prebuilt() -> str | None:
@@ -84,27 +63,21 @@ def _try_prebuilt() -> str | None:
 
 
 def _try_jit() -> str | None:
-    if os.environ.get("QRNN_LM_NO_JIT", "") not in ("", "0"):
+    """Builds and loads the kernels from csrc/; returns None on success, else the reason."""
+    if _build.env_flag("QRNN_LM_NO_JIT"):
         return "QRNN_LM_NO_JIT is set"
     src = _csrc_dir()
     if src is None:
         return "the csrc/ sources are not available for a JIT build"
     from torch.utils import cpp_extension
-    sources = sorted(str(p) for p in src.glob("*.cpp"))
-    flags = ["-O3", "-fno-trapping-math"]  # as setup.py
-    cuda = False
-    if torch.cuda.is_available() and torch.version.cuda and cpp_extension.CUDA_HOME:
-        sources += sorted(str(p) for p in src.glob("*.cu"))
-        cuda = True
-    if os.environ.get("QRNN_LM_DEBUG", "") not in ("", "0"):
-        flags = ["-O0", "-g"]
+    cuda = bool(torch.cuda.is_available() and torch.version.cuda and cpp_extension.CUDA_HOME)
     try:
         cpp_extension.load(
             name="qrnn_lm_jit_cuda" if cuda else "qrnn_lm_jit",
-            sources=sources,
-            extra_cflags=flags + (["-DQRNN_LM_WITH_CUDA"] if cuda else []),
-            extra_cuda_cflags=["-O3"] if cuda else None,
-            extra_ldflags=shared_libstdcxx(),
+            sources=[str(p) for p in _build.sources(src, cuda)],
+            extra_cflags=_build.cxx_flags(cuda),
+            extra_cuda_cflags=_build.nvcc_flags() if cuda else None,
+            extra_ldflags=_build.shared_libstdcxx(),
             is_python_module=False,
             verbose=False,
         )
@@ -114,33 +87,6 @@ def _try_jit() -> str | None:
     return None
 
 
-def load() -> bool:
-    """Loads the kernels once; returns True when compiled ops are registered."""
-    with _lock:
-        if _state["loaded"] is not None:
-            return _state["loaded"]
-        if hasattr(torch.ops.qrnn_lm, "fo_pool") and _has_kernel("fo_pool", "CPU"):
-            # already registered (e.g. imported by hand)
-            _state.update(loaded=True, how="already loaded")
-            return True
-        why = _try_prebuilt()
-        if why is None:
-            _state.update(loaded=True, how="qrnn_lm._C")
-            return True
-        why_jit = _try_jit()
-        if why_jit is None:
-            _state.update(loaded=True, how="JIT build", why=why)
-            return True
-        _state.update(loaded=False, why=f"{why}; {why_jit}")
-        warnings.warn(
-            f"qrnn_lm: compiled fo-pooling kernels unavailable ({why}; {why_jit}); "
-            "using the slow pure-PyTorch reference. Fix: run "
-            "`pip install --no-build-isolation .` (or `-e .`) in the qrnn_lm "
-            "source directory with the torch you run with.",
-            RuntimeWarning, stacklevel=3)
-        return False
-
-
 def _has_kernel(op: str, key: str) -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"qrnn_lm::{op}", key)
@@ -148,26 +94,34 @@ def _has_kernel(op: str, key: str) -> bool:
         return False
 
 
-_devices_cache: frozenset | None = None
+def _load() -> bool:
+    """Registers the compiled ops; True on success, else one warning and False."""
+    if hasattr(torch.ops.qrnn_lm, "fo_pool") and _has_kernel("fo_pool", "CPU"):
+        return True  # already registered (e.g. qrnn_lm._C imported by hand)
+    why = _try_prebuilt()
+    if why is None:
+        return True
+    why_jit = _try_jit()
+    if why_jit is None:
+        return True
+    warnings.warn(
+        f"qrnn_lm: compiled fo-pooling kernels unavailable ({why}; {why_jit}); "
+        "using the slow pure-PyTorch reference. Fix: run "
+        "`pip install --no-build-isolation .` (or `-e .`) in the qrnn_lm "
+        "source directory with the torch you run with.",
+        RuntimeWarning, stacklevel=3)
+    return False
 
 
 def compiled_devices() -> frozenset:
-    """Device types served by compiled kernels in this process."""
-    global _devices_cache
-    if _devices_cache is None:
-        devices = set()
-        if load():
-            if _has_kernel("fo_pool", "CPU"):
-                devices.add("cpu")
-            if _has_kernel("fo_pool", "CUDA"):
-                devices.add("cuda")
-            from . import ops
-            ops._register_python_side()
-        _devices_cache = frozenset(devices)
-    return _devices_cache
-
-
-def info() -> dict:
-    """How the kernels were (or were not) loaded, for diagnostics."""
-    compiled_devices()
-    return dict(_state)
+    """Device types ("cpu", "cuda") served by compiled kernels in this process;
+    the first call loads them (empty when they cannot be loaded)."""
+    global _devices
+    with _lock:
+        if _devices is None:
+            devices = set()
+            if _load():
+                devices.update(d for d, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+                               if _has_kernel("fo_pool", key))
+            _devices = frozenset(devices)
+        return _devices

@@ -24,7 +24,13 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import _ext
+
 Tensor = torch.Tensor
+
+# Loads the kernels (once per process); the ops' Python side is registered
+# at the bottom of this module when they exist.
+_COMPILED: frozenset = _ext.compiled_devices()
 
 __all__ = [
     "fo_pool",
@@ -297,17 +303,14 @@ def _check_fused(gates, output_gate, fn: str) -> int:
 
 
 # --------------------------------------------------------------------------
-# Public API
+# Public API: arguments are checked here; the ``_``-prefixed twins below
+# skip the checks for callers that have validated their inputs already
+# (qrnn_lm.rnn builds the gates itself).  The C++ ops check again.
 # --------------------------------------------------------------------------
 
 def compiled_devices() -> frozenset:
     """Device types ({"cpu"}, {"cpu", "cuda"}) served by compiled kernels here."""
-    from . import _ext
-    return _ext.compiled_devices()
-
-
-def _use_kernel(t: Tensor) -> bool:
-    return t.device.type in compiled_devices()
+    return _COMPILED
 
 
 def fo_pool(f: Tensor, z: Tensor, c0: Optional[Tensor] = None,
@@ -319,11 +322,7 @@ def fo_pool(f: Tensor, z: Tensor, c0: Optional[Tensor] = None,
     Returns c (T, B, H) and c_n (B, H). Gradients flow to f, z and c0.
     """
     _check_padded(f, z, c0, lengths, "fo_pool")
-    if not _use_kernel(f):
-        return fo_pool_reference(f, z, c0, lengths, reverse=reverse)
-    if lengths is not None:
-        lengths = lengths.to(f.device)
-    return torch.ops.qrnn_lm.fo_pool(f, z, c0, lengths, reverse)
+    return _fo_pool(f, z, c0, lengths, reverse)
 
 
 def fo_pool_packed(f: Tensor, z: Tensor, batch_sizes: Tensor,
@@ -335,9 +334,7 @@ def fo_pool_packed(f: Tensor, z: Tensor, batch_sizes: Tensor,
     Returns c (N, H) and c_n (B, H).
     """
     _check_packed(f, z, batch_sizes, c0, "fo_pool_packed")
-    if not _use_kernel(f):
-        return fo_pool_packed_reference(f, z, batch_sizes, c0, reverse=reverse)
-    return torch.ops.qrnn_lm.fo_pool_packed(f, z, batch_sizes, c0, reverse)
+    return _fo_pool_packed(f, z, batch_sizes, c0, reverse)
 
 
 def fo_pool_fused(gates: Tensor, c0: Optional[Tensor] = None,
@@ -355,13 +352,7 @@ def fo_pool_fused(gates: Tensor, c0: Optional[Tensor] = None,
     T, B = gates.shape[:2]
     _check_c0(c0, B, H, gates, "fo_pool_fused")
     _check_lengths(lengths, T, B, gates, "fo_pool_fused")
-    if not _use_kernel(gates):
-        return fo_pool_fused_reference(gates, c0, lengths, output_gate=output_gate,
-                                       reverse=reverse)
-    if lengths is not None:
-        lengths = lengths.to(gates.device)
-    h, _, c_n = torch.ops.qrnn_lm.fo_pool_fused(gates, c0, lengths, output_gate, reverse)
-    return h, c_n
+    return _fo_pool_fused(gates, c0, lengths, output_gate, reverse)
 
 
 def fo_pool_fused_packed(gates: Tensor, batch_sizes: Tensor, c0: Optional[Tensor] = None,
@@ -380,7 +371,42 @@ def fo_pool_fused_packed(gates: Tensor, batch_sizes: Tensor, c0: Optional[Tensor
         B = int(batch_sizes[0]) if batch_sizes.numel() > 0 and not _is_compiling() \
             else c0.shape[0]
         _check_c0(c0, B, H, gates, "fo_pool_fused_packed")
-    if not _use_kernel(gates):
+    return _fo_pool_fused_packed(gates, batch_sizes, c0, output_gate, reverse)
+
+
+# Unchecked: the compiled op where this device has one, else the reference
+# (which checks its own arguments: the slow path only).
+
+def _fo_pool(f: Tensor, z: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
+             reverse: bool) -> Tuple[Tensor, Tensor]:
+    if f.device.type not in _COMPILED:
+        return fo_pool_reference(f, z, c0, lengths, reverse=reverse)
+    if lengths is not None:
+        lengths = lengths.to(f.device)
+    return torch.ops.qrnn_lm.fo_pool(f, z, c0, lengths, reverse)
+
+
+def _fo_pool_packed(f: Tensor, z: Tensor, batch_sizes: Tensor, c0: Optional[Tensor],
+                    reverse: bool) -> Tuple[Tensor, Tensor]:
+    if f.device.type not in _COMPILED:
+        return fo_pool_packed_reference(f, z, batch_sizes, c0, reverse=reverse)
+    return torch.ops.qrnn_lm.fo_pool_packed(f, z, batch_sizes, c0, reverse)
+
+
+def _fo_pool_fused(gates: Tensor, c0: Optional[Tensor], lengths: Optional[Tensor],
+                   output_gate: bool, reverse: bool) -> Tuple[Tensor, Tensor]:
+    if gates.device.type not in _COMPILED:
+        return fo_pool_fused_reference(gates, c0, lengths, output_gate=output_gate,
+                                       reverse=reverse)
+    if lengths is not None:
+        lengths = lengths.to(gates.device)
+    h, _, c_n = torch.ops.qrnn_lm.fo_pool_fused(gates, c0, lengths, output_gate, reverse)
+    return h, c_n
+
+
+def _fo_pool_fused_packed(gates: Tensor, batch_sizes: Tensor, c0: Optional[Tensor],
+                          output_gate: bool, reverse: bool) -> Tuple[Tensor, Tensor]:
+    if gates.device.type not in _COMPILED:
         return fo_pool_fused_packed_reference(gates, batch_sizes, c0,
                                               output_gate=output_gate, reverse=reverse)
     h, _, c_n = torch.ops.qrnn_lm.fo_pool_fused_packed(gates, batch_sizes, c0,
@@ -392,9 +418,6 @@ def fo_pool_fused_packed(gates: Tensor, batch_sizes: Tensor, c0: Optional[Tensor
 # Fake implementations and autograd for the compiled ops
 # --------------------------------------------------------------------------
 
-_registered = False
-
-
 def _packed_batch(c0: Optional[Tensor]):
     # B = batch_sizes[0] is data-dependent; c0 pins it when given
     if c0 is not None:
@@ -402,129 +425,91 @@ def _packed_batch(c0: Optional[Tensor]):
     return torch.library.get_ctx().new_dynamic_size()
 
 
-def _zeros_if_none(g: Optional[Tensor], like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if g is None else g
+# ---- fake (meta) implementations: shapes only, for torch.compile ----
+
+def _fo_pool_fake(f, z, c0, lengths, reverse):
+    return torch.empty_like(f), f.new_empty(f.shape[1], f.shape[2])
 
 
-def _register_python_side() -> None:
-    """Registers fake impls and autograd formulas once the C++ ops exist."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    reg_fake = torch.library.register_fake
-    reg_autograd = torch.library.register_autograd
-
-    # ---- fake (meta) implementations: shapes only, for torch.compile ----
-    @reg_fake("qrnn_lm::fo_pool")
-    def _(f, z, c0, lengths, reverse):
-        return torch.empty_like(f), f.new_empty(f.shape[1], f.shape[2])
-
-    @reg_fake("qrnn_lm::fo_pool_backward")
-    def _(grad_c, grad_c_n, f, z, c, c0, lengths, reverse):
-        return torch.empty_like(f), torch.empty_like(f), f.new_empty(f.shape[1], f.shape[2])
-
-    @reg_fake("qrnn_lm::fo_pool_packed")
-    def _(f, z, batch_sizes, c0, reverse):
-        return torch.empty_like(f), f.new_empty(_packed_batch(c0), f.shape[1])
-
-    @reg_fake("qrnn_lm::fo_pool_packed_backward")
-    def _(grad_c, grad_c_n, f, z, c, batch_sizes, c0, reverse):
-        return torch.empty_like(f), torch.empty_like(f), torch.empty_like(grad_c_n)
-
-    def _fused_fake(gates, B, output_gate):
-        H = gates.shape[-1] // (3 if output_gate else 2)
-        out = gates.new_empty(*gates.shape[:-1], H)
-        second = gates.new_empty(*gates.shape[:-1], H) if output_gate else gates.new_empty(0)
-        return out, second, gates.new_empty(B, H)
-
-    @reg_fake("qrnn_lm::fo_pool_fused")
-    def _(gates, c0, lengths, output_gate, reverse):
-        return _fused_fake(gates, gates.shape[1], output_gate)
-
-    @reg_fake("qrnn_lm::fo_pool_fused_backward")
-    def _(grad_h, grad_c_n, gates, c, c0, lengths, output_gate, reverse):
-        return torch.empty_like(gates), torch.empty_like(grad_c_n)
-
-    @reg_fake("qrnn_lm::fo_pool_fused_packed")
-    def _(gates, batch_sizes, c0, output_gate, reverse):
-        return _fused_fake(gates, _packed_batch(c0), output_gate)
-
-    @reg_fake("qrnn_lm::fo_pool_fused_packed_backward")
-    def _(grad_h, grad_c_n, gates, c, batch_sizes, c0, output_gate, reverse):
-        return torch.empty_like(gates), torch.empty_like(grad_c_n)
-
-    # ---- autograd: the backward of each op is itself a registered op ----
-    # Saved: the inputs and the states c (every c_{t-1} is needed and cannot
-    # be recovered stably from c_t); gate activations are recomputed from
-    # the pre-activations in registers instead of being stored.
-    def _setup_plain(ctx, inputs, output):
-        f, z, c0, lengths, reverse = inputs
-        ctx.save_for_backward(f, z, output[0], c0, lengths)
-        ctx.reverse = reverse
-
-    def _backward_plain(ctx, grad_c, grad_c_n):
-        f, z, c, c0, lengths = ctx.saved_tensors
-        grad_c = _zeros_if_none(grad_c, c)
-        grad_c_n = _zeros_if_none(grad_c_n, f.new_empty(f.shape[1], f.shape[2]))
-        gf, gz, gc0 = torch.ops.qrnn_lm.fo_pool_backward(grad_c, grad_c_n, f, z, c, c0,
-                                                          lengths, ctx.reverse)
-        return gf, gz, (gc0 if c0 is not None else None), None, None
-
-    reg_autograd("qrnn_lm::fo_pool", _backward_plain, setup_context=_setup_plain)
-
-    def _setup_packed(ctx, inputs, output):
-        f, z, batch_sizes, c0, reverse = inputs
-        ctx.save_for_backward(f, z, output[0], batch_sizes, c0)
-        ctx.reverse = reverse
-        ctx.batch = output[1].shape[0]
-
-    def _backward_packed(ctx, grad_c, grad_c_n):
-        f, z, c, batch_sizes, c0 = ctx.saved_tensors
-        grad_c = _zeros_if_none(grad_c, c)
-        grad_c_n = _zeros_if_none(grad_c_n, f.new_empty(ctx.batch, f.shape[1]))
-        gf, gz, gc0 = torch.ops.qrnn_lm.fo_pool_packed_backward(
-            grad_c, grad_c_n, f, z, c, batch_sizes, c0, ctx.reverse)
-        return gf, gz, None, (gc0 if c0 is not None else None), None
-
-    reg_autograd("qrnn_lm::fo_pool_packed", _backward_packed, setup_context=_setup_packed)
-
-    def _setup_fused(ctx, inputs, output):
-        gates, c0, lengths, output_gate, reverse = inputs
-        h, c, _ = output
-        # without an output gate the op returns c as its first output
-        ctx.save_for_backward(gates, c if output_gate else h, c0, lengths)
-        ctx.flags = (output_gate, reverse)
-
-    def _backward_fused(ctx, grad_h, _grad_c, grad_c_n):
-        gates, c, c0, lengths = ctx.saved_tensors
-        grad_h = _zeros_if_none(grad_h, c)
-        grad_c_n = _zeros_if_none(grad_c_n, c.new_empty(c.shape[1], c.shape[2]))
-        gg, gc0 = torch.ops.qrnn_lm.fo_pool_fused_backward(grad_h, grad_c_n, gates, c, c0,
-                                                            lengths, *ctx.flags)
-        return gg, (gc0 if c0 is not None else None), None, None, None
-
-    reg_autograd("qrnn_lm::fo_pool_fused", _backward_fused, setup_context=_setup_fused)
-
-    def _setup_fused_packed(ctx, inputs, output):
-        gates, batch_sizes, c0, output_gate, reverse = inputs
-        h, c, c_n = output
-        ctx.save_for_backward(gates, c if output_gate else h, batch_sizes, c0)
-        ctx.flags = (output_gate, reverse)
-        ctx.batch = c_n.shape[0]
-
-    def _backward_fused_packed(ctx, grad_h, _grad_c, grad_c_n):
-        gates, c, batch_sizes, c0 = ctx.saved_tensors
-        grad_h = _zeros_if_none(grad_h, c)
-        grad_c_n = _zeros_if_none(grad_c_n, c.new_empty(ctx.batch, c.shape[1]))
-        gg, gc0 = torch.ops.qrnn_lm.fo_pool_fused_packed_backward(
-            grad_h, grad_c_n, gates, c, batch_sizes, c0, *ctx.flags)
-        return gg, None, (gc0 if c0 is not None else None), None, None
-
-    reg_autograd("qrnn_lm::fo_pool_fused_packed", _backward_fused_packed,
-                 setup_context=_setup_fused_packed)
+def _fo_pool_packed_fake(f, z, batch_sizes, c0, reverse):
+    return torch.empty_like(f), f.new_empty(_packed_batch(c0), f.shape[1])
 
 
-from . import _ext  # noqa: E402
+def _plain_backward_fake(grad_c, grad_c_n, f, z, c, *layout_and_reverse):
+    return torch.empty_like(f), torch.empty_like(f), torch.empty_like(grad_c_n)
 
-_ext.compiled_devices()
+
+def _fused_fake(gates, B, output_gate):
+    H = gates.shape[-1] // (3 if output_gate else 2)
+    out = gates.new_empty(*gates.shape[:-1], H)
+    second = gates.new_empty(*gates.shape[:-1], H) if output_gate else gates.new_empty(0)
+    return out, second, gates.new_empty(B, H)
+
+
+def _fo_pool_fused_fake(gates, c0, lengths, output_gate, reverse):
+    return _fused_fake(gates, gates.shape[1], output_gate)
+
+
+def _fo_pool_fused_packed_fake(gates, batch_sizes, c0, output_gate, reverse):
+    return _fused_fake(gates, _packed_batch(c0), output_gate)
+
+
+def _fused_backward_fake(grad_h, grad_c_n, gates, c, *layout_and_flags):
+    return torch.empty_like(gates), torch.empty_like(grad_c_n)
+
+
+# ---- autograd: the backward of each op is itself a registered op ----
+# Saved: the inputs and the states c (every c_{t-1} is needed and cannot be
+# recovered stably from c_t); gate activations are recomputed from the
+# pre-activations in registers instead of being stored.
+
+def _register_autograd(name: str, n_data: int) -> None:
+    """Autograd for op ``name`` through the op ``name + "_backward"``.
+
+    Every op takes ``n_data`` differentiable tensors (f, z or gates), two
+    layout arguments (``c0, lengths``, or ``batch_sizes, c0`` when packed)
+    and flags (``[output_gate,] reverse``), and returns its first output
+    (c, or h), [the states c,] c_n.  Its backward takes
+    ``(grad_first, grad_c_n, *data, c, *layout, *flags)`` and returns the
+    gradients of the data and of c0.
+    """
+    backward_op = getattr(torch.ops.qrnn_lm, name + "_backward")
+    c0_at = n_data + (1 if name.endswith("_packed") else 0)
+    fused = n_data == 1
+
+    def setup_context(ctx, inputs, output):
+        data, layout, flags = inputs[:n_data], inputs[n_data:n_data + 2], inputs[n_data + 2:]
+        # the fused ops return (h, c, c_n), or (c, empty, c_n) without an output gate
+        c = output[1] if fused and flags[0] else output[0]
+        ctx.save_for_backward(*data, c, *layout)
+        ctx.flags = flags
+        ctx.has_c0 = inputs[c0_at] is not None
+        ctx.state_shape = output[-1].shape
+
+    def backward(ctx, grad_first, *grads):
+        saved = ctx.saved_tensors
+        c = saved[n_data]
+        grad_first = torch.zeros_like(c) if grad_first is None else grad_first
+        grad_c_n = grads[-1] if grads[-1] is not None else c.new_zeros(ctx.state_shape)
+        *grad_data, grad_c0 = backward_op(grad_first, grad_c_n, *saved, *ctx.flags)
+        out = grad_data + [None] * (2 + len(ctx.flags))
+        out[c0_at] = grad_c0 if ctx.has_c0 else None
+        return tuple(out)
+
+    torch.library.register_autograd(f"qrnn_lm::{name}", backward, setup_context=setup_context)
+
+
+if _COMPILED:
+    for _name, _fake in (("fo_pool", _fo_pool_fake),
+                         ("fo_pool_backward", _plain_backward_fake),
+                         ("fo_pool_packed", _fo_pool_packed_fake),
+                         ("fo_pool_packed_backward", _plain_backward_fake),
+                         ("fo_pool_fused", _fo_pool_fused_fake),
+                         ("fo_pool_fused_backward", _fused_backward_fake),
+                         ("fo_pool_fused_packed", _fo_pool_fused_packed_fake),
+                         ("fo_pool_fused_packed_backward", _fused_backward_fake)):
+        torch.library.register_fake(f"qrnn_lm::{_name}", _fake)
+    for _name, _n_data in (("fo_pool", 2), ("fo_pool_packed", 2),
+                           ("fo_pool_fused", 1), ("fo_pool_fused_packed", 1)):
+        _register_autograd(_name, _n_data)
+    del _name, _fake, _n_data
