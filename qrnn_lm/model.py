@@ -118,12 +118,6 @@ class LockedDropout(nn.Module):
         return x * mask / (1 - p)
 
 
-def _state_op(layer: nn.Module, name: str, state, *args):
-    """Call rnn.detach_state / rnn.reorder_state, found on the layer or the module."""
-    fn = getattr(layer, name, None) or getattr(rnn_lib, name)
-    return fn(state, *args)
-
-
 class RNNLanguageModel(nn.Module):
     """Embedding -> ``nlayers`` single-layer QRNN/LSTM -> full or adaptive softmax.
 
@@ -213,17 +207,11 @@ class RNNLanguageModel(nn.Module):
 
     def detach_state(self, state):
         """Cut the autograd graph behind ``state`` (truncated BPTT)."""
-        if state is None:
-            return None
-        return [_state_op(layer, "detach_state", s) if s is not None else None
-                for layer, s in zip(self.rnns, state)]
+        return rnn_lib.detach_state(state)
 
     def reorder_state(self, state, index: torch.Tensor):
         """Select / reorder batch entries of ``state``."""
-        if state is None:
-            return None
-        return [_state_op(layer, "reorder_state", s, index) if s is not None else None
-                for layer, s in zip(self.rnns, state)]
+        return rnn_lib.reorder_state(state, index)
 
     # -- output layer -------------------------------------------------------
     def nll(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

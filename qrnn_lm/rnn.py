@@ -158,7 +158,7 @@ def _check_lengths(lengths, batch: int, steps: int, device: torch.device) -> Ten
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
         raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if not torch.compiler.is_compiling() and lengths.numel() > 0:
-        lo, hi = int(lengths.min()), int(lengths.max())
+        lo, hi = torch.stack(torch.aminmax(lengths)).tolist()  # one device sync
         if lo < 0 or hi > steps:
             raise ValueError(
                 f"lengths must lie in [0, {steps}] (the tensor has {steps} time steps), "
@@ -263,7 +263,69 @@ class _PackedWindows:
         self.batch, self.rows = batch, n
 
 
-class QRNN(nn.Module):
+class _PaddedLayout:
+    """Time-major padded input (T, B, I) with optional ``lengths``: windows by slicing."""
+
+    def __init__(self, steps: int, lengths: Optional[Tensor], k: int):
+        self.steps, self.lengths, self.k = steps, lengths, k
+
+    def extend(self, x: Tensor, h0: Optional[Tensor]):
+        """-> (source of the windows, the layer's new input history (k-1, B, I))."""
+        T, k = self.steps, self.k
+        if h0 is None:
+            h0 = x.new_zeros(k - 1, x.shape[1], x.shape[2])
+        xe = torch.cat([h0, x], 0)  # (k-1+T, B, I): index j+t holds x_{t+j-(k-1)}
+        if self.lengths is None:
+            return xe, xe[T:]
+        pos = self.lengths.unsqueeze(0) + torch.arange(k - 1, device=x.device).unsqueeze(1)
+        return xe, xe.gather(0, pos.unsqueeze(2).expand(k - 1, x.shape[1], x.shape[2]))
+
+    def window(self, xe: Tensor, x: Tensor, reverse: bool) -> Tensor:
+        T, k = self.steps, self.k
+        if not reverse:
+            return torch.cat([xe[j : j + T] for j in range(k)], 2)
+        xr = torch.cat([x, x.new_zeros(k - 1, x.shape[1], x.shape[2])], 0)
+        return torch.cat([xr[k - 1 - j : k - 1 - j + T] for j in range(k)], 2)
+
+    def pool_fused(self, gates, c0, output_gate: bool, reverse: bool):
+        return ops._fo_pool_fused(gates, c0, self.lengths, output_gate, reverse)
+
+    def pool(self, f, z, c0, reverse: bool):
+        return ops._fo_pool(f, z, c0, self.lengths, reverse)
+
+
+class _PackedLayout:
+    """Packed rows (N, I) with ``batch_sizes``: windows by gathering rows (_PackedWindows)."""
+
+    def __init__(self, batch_sizes: Tensor, k: int, device: torch.device):
+        self.batch_sizes, self.k = batch_sizes, k
+        self.windows = _PackedWindows(batch_sizes, k, device) if k > 1 else None
+
+    def extend(self, x: Tensor, h0: Optional[Tensor]):
+        k, B, I = self.k, self.windows.batch, x.shape[1]
+        h0 = x.new_zeros((k - 1) * B, I) if h0 is None else h0.reshape(-1, I)
+        src = torch.cat([h0, x, x.new_zeros(1, I)], 0)
+        return src, src.index_select(0, self.windows.history).view(k - 1, B, I)
+
+    def window(self, src: Tensor, x: Tensor, reverse: bool) -> Tensor:
+        idx = self.windows.backward if reverse else self.windows.forward
+        return src.index_select(0, idx).view(x.shape[0], self.k * x.shape[1])
+
+    def pool_fused(self, gates, c0, output_gate: bool, reverse: bool):
+        return ops._fo_pool_fused_packed(gates, self.batch_sizes, c0, output_gate, reverse)
+
+    def pool(self, f, z, c0, reverse: bool):
+        return ops._fo_pool_packed(f, z, self.batch_sizes, c0, reverse)
+
+
+class _StateOps:
+    """``detach_state`` / ``reorder_state`` of the module, also as methods of the encoders."""
+
+    detach_state = staticmethod(detach_state)
+    reorder_state = staticmethod(reorder_state)
+
+
+class QRNN(_StateOps, nn.Module):
     """Quasi-recurrent network with the ``nn.LSTM`` call convention.
 
     Args:
@@ -370,17 +432,6 @@ class QRNN(nn.Module):
                 s += f", {name}={getattr(self, name)}"
         return s
 
-    # -- state operations
-    @staticmethod
-    def detach_state(state):
-        """The state with every tensor detached (truncated BPTT)."""
-        return detach_state(state)
-
-    @staticmethod
-    def reorder_state(state, index: Tensor):
-        """The state of batch entries ``index`` (select / reorder / repeat, e.g. beam search)."""
-        return reorder_state(state, index)
-
     def _unpack_state(self, state, x: Tensor, batch: int):
         """-> (c0 list per layer*direction or None, history list per layer or None)."""
         L, D, H, k = self.num_layers, self.num_directions, self.hidden_size, self.window
@@ -412,16 +463,12 @@ class QRNN(nn.Module):
         return c, hist
 
     # -- the recurrence
-    def _pool(self, gates: Tensor, c0: Optional[Tensor], lengths, batch_sizes, reverse: bool):
+    def _pool(self, gates: Tensor, c0: Optional[Tensor], layout, reverse: bool):
         """Gate pre-activations (..., G*H) -> (h, c_n)."""
         if c0 is not None:
             c0 = c0.to(gates.dtype)  # autocast may have made the gates bf16/fp16
         if self.zoneout == 0.0:
-            if batch_sizes is None:
-                return ops.fo_pool_fused(gates, c0, lengths, output_gate=self.output_gate, reverse=reverse)
-            return ops.fo_pool_fused_packed(
-                gates, batch_sizes, c0, output_gate=self.output_gate, reverse=reverse
-            )
+            return layout.pool_fused(gates, c0, self.output_gate, reverse)
         H, p = self.hidden_size, self.zoneout
         z = torch.tanh(gates[..., :H])
         f = torch.sigmoid(gates[..., H : 2 * H])
@@ -429,10 +476,7 @@ class QRNN(nn.Module):
             f = f.masked_fill(torch.rand_like(f) < p, 1.0)
         else:
             f = f * (1.0 - p) + p
-        if batch_sizes is None:
-            c, c_n = ops.fo_pool(f, z, c0, lengths, reverse=reverse)
-        else:
-            c, c_n = ops.fo_pool_packed(f, z, batch_sizes, c0, reverse=reverse)
+        c, c_n = layout.pool(f, z, c0, reverse)
         h = c * torch.sigmoid(gates[..., 2 * H :]) if self.output_gate else c
         return h, c_n
 
@@ -442,6 +486,7 @@ class QRNN(nn.Module):
         return x
 
     def forward(self, input, state=None, *, lengths: Optional[Tensor] = None):
+        # Every argument is checked here, once; below, the unchecked ops run.
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("QRNN: lengths are only for Tensor input; a PackedSequence has its own")
@@ -458,94 +503,60 @@ class QRNN(nn.Module):
         T, B, _ = x.shape
         if lengths is not None:
             lengths = _check_lengths(lengths, B, T, x.device)
-        out, state = self._forward_padded(x, state, lengths)
-        return (out.transpose(0, 1) if self.batch_first else out), state
-
-    def _forward_padded(self, x: Tensor, state, lengths: Optional[Tensor]):
-        T, B, _ = x.shape
-        D, k = self.num_directions, self.window
         c0, hist = self._unpack_state(state, x, B)
         x = x.contiguous()
-        if lengths is not None and k > 1 and D == 2:
+        if lengths is not None and self.window > 1 and self.num_directions == 2:
             # the backward window must see zeros past each sequence's end
             x = x * (torch.arange(T, device=x.device).unsqueeze(1) < lengths).unsqueeze(2).to(x.dtype)
-        c_n, new_hist = [], []
-        for layer in range(self.num_layers):
-            x = self._drop(x, layer)
-            I = x.shape[2]
-            if k > 1:
-                h0 = x.new_zeros(k - 1, B, I) if hist is None else hist[layer].to(x.dtype)
-                xe = torch.cat([h0, x], 0)  # (k-1+T, B, I): index j+t holds x_{t+j-(k-1)}
-                if lengths is None:
-                    new_hist.append(xe[T:])
-                else:
-                    pos = lengths.unsqueeze(0) + torch.arange(k - 1, device=x.device).unsqueeze(1)
-                    new_hist.append(xe.gather(0, pos.unsqueeze(2).expand(k - 1, B, I)))
-            outs = []
-            for d in range(D):
-                w, b = self._params(layer, d)
-                if k == 1:
-                    win = x
-                elif d == 0:
-                    win = torch.cat([xe[j : j + T] for j in range(k)], 2)
-                else:
-                    xr = torch.cat([x, x.new_zeros(k - 1, B, I)], 0)
-                    win = torch.cat([xr[k - 1 - j : k - 1 - j + T] for j in range(k)], 2)
-                gates = F.linear(win, w, b)
-                h, cn = self._pool(gates, None if c0 is None else c0[layer * D + d], lengths, None, d == 1)
-                outs.append(h)
-                c_n.append(cn)
-            x = outs[0] if D == 1 else torch.cat(outs, 2)
-        return x, QRNNState(torch.stack(c_n, 0), tuple(new_hist))
+        out, c_n, new_hist = self._layers(x, _PaddedLayout(T, lengths, self.window), c0, hist)
+        out = out.transpose(0, 1) if self.batch_first else out
+        return out, QRNNState(c_n, tuple(new_hist))
 
     def _forward_packed(self, packed: PackedSequence, state):
         _check_packed("QRNN", packed)
         data, batch_sizes, sorted_idx, unsorted_idx = packed
         _check_input("QRNN", data, self.input_size, self.weight_l0)
-        D, k = self.num_directions, self.window
-        B = int(batch_sizes[0])
-        c0, hist = self._unpack_state(state, data, B)
+        c0, hist = self._unpack_state(state, data, int(batch_sizes[0]))
         # the state is in the caller's order, the packed rows in sorted order
         if sorted_idx is not None:
             if c0 is not None:
                 c0 = c0.index_select(1, sorted_idx)
             if hist is not None:
                 hist = [h.index_select(1, sorted_idx) for h in hist]
-        windows = _PackedWindows(batch_sizes, k, data.device) if k > 1 else None
-        x = data
-        c_n, new_hist = [], []
-        for layer in range(self.num_layers):
-            x = self._drop(x, layer)
-            I = x.shape[1]
-            if k > 1:
-                h0 = x.new_zeros((k - 1) * B, I) if hist is None else hist[layer].to(x.dtype).reshape(-1, I)
-                src = torch.cat([h0, x, x.new_zeros(1, I)], 0)
-                new_hist.append(src.index_select(0, windows.history).view(k - 1, B, I))
-            outs = []
-            for d in range(D):
-                w, b = self._params(layer, d)
-                if k == 1:
-                    win = x
-                else:
-                    idx = windows.backward if d else windows.forward
-                    win = src.index_select(0, idx).view(x.shape[0], k * I)
-                gates = F.linear(win, w, b)
-                h, cn = self._pool(gates, None if c0 is None else c0[layer * D + d], None, batch_sizes, d == 1)
-                outs.append(h)
-                c_n.append(cn)
-            x = outs[0] if D == 1 else torch.cat(outs, 1)
-        c_n = torch.stack(c_n, 0)
+        layout = _PackedLayout(batch_sizes, self.window, data.device)
+        out, c_n, new_hist = self._layers(data, layout, c0, hist)
         if unsorted_idx is not None:
             c_n = c_n.index_select(1, unsorted_idx)
             new_hist = [h.index_select(1, unsorted_idx) for h in new_hist]
-        out = PackedSequence(x, batch_sizes, sorted_idx, unsorted_idx)
-        return out, QRNNState(c_n, tuple(new_hist))
+        return PackedSequence(out, batch_sizes, sorted_idx, unsorted_idx), QRNNState(c_n, tuple(new_hist))
+
+    def _layers(self, x: Tensor, layout, c0: Optional[Tensor], hist):
+        """The layer loop, for either layout (x: (T, B, I) padded or (N, I) packed).
+
+        -> (output, c_n (L*D, B, H), new input history per layer)."""
+        D, k = self.num_directions, self.window
+        c_n, new_hist = [], []
+        for layer in range(self.num_layers):
+            x = self._drop(x, layer)
+            if k > 1:
+                src, h = layout.extend(x, None if hist is None else hist[layer].to(x.dtype))
+                new_hist.append(h)
+            outs = []
+            for d in range(D):
+                w, b = self._params(layer, d)
+                win = x if k == 1 else layout.window(src, x, reverse=d == 1)
+                h, cn = self._pool(F.linear(win, w, b), None if c0 is None else c0[layer * D + d],
+                                   layout, d == 1)
+                outs.append(h)
+                c_n.append(cn)
+            x = outs[0] if D == 1 else torch.cat(outs, -1)
+        return x, torch.stack(c_n, 0), new_hist
 
 
 # --------------------------------------------------------------------------- LSTM
 
 
-class LSTM(nn.LSTM):
+class LSTM(_StateOps, nn.LSTM):
     """``nn.LSTM`` (cuDNN on GPU, same parameters and ``(h, c)`` state) with the QRNN call convention.
 
     ``output, (h_n, c_n) = lstm(input, state=None, *, lengths=None)``: ``input`` a Tensor
@@ -570,9 +581,6 @@ class LSTM(nn.LSTM):
             input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
             dropout=dropout, bidirectional=bidirectional,
         )
-
-    detach_state = staticmethod(detach_state)
-    reorder_state = staticmethod(reorder_state)
 
     def _check_state(self, state, x: Tensor, batch: int):
         if state is None:

@@ -496,3 +496,20 @@ def test_cuda_bf16_and_autocast(make):
     torch.testing.assert_close(out_b.float(), ref, atol=0.1, rtol=0.05)  # bf16 through 12 steps
     m.train()  # dropout between layers through cuDNN's packed path
     m(pack_list([x[:, 0], x[:5, 1]]))[0].data.sum().backward()
+
+
+@pytest.mark.skipif("cpu" not in ops.compiled_devices(), reason="no compiled CPU kernels")
+@pytest.mark.parametrize("zoneout", [0.0, 0.3])
+def test_qrnn_checks_its_arguments_once(monkeypatch, zoneout):
+    """QRNN validates at its own boundary and calls the ops unchecked below it
+    (the ops' checks would sync a GPU once per layer and direction)."""
+    def fail(*args, **kwargs):
+        raise AssertionError("ops argument check called below QRNN.forward")
+    for name in ("_check_padded", "_check_packed", "_check_fused", "_check_lengths",
+                 "_check_c0", "_check_batch_sizes"):
+        monkeypatch.setattr(ops, name, fail)
+    m = QRNN(3, 4, num_layers=2, window=2, bidirectional=True, zoneout=zoneout).eval()
+    x = torch.randn(5, 2, 3)
+    out, state = m(x, lengths=torch.tensor([5, 3]))
+    m(x, state)
+    m(pack_list([torch.randn(4, 3), torch.randn(2, 3)]), state)
