@@ -11,8 +11,7 @@ from qrnn_lm import LanguageModel
 from qrnn_lm.cli import evaluate_main, generate_main
 from qrnn_lm.lm import load_checkpoint, save_checkpoint
 from qrnn_lm.train import main as train_main
-from test_lm import TINY, char_data, prepare_dataset  # noqa: F401  (fixture)
-from test_train import assert_one_sentence_error
+from conftest import TINY, assert_one_sentence_error, prepare_dataset
 
 @pytest.fixture(scope="module")
 def run_dir(char_data, tmp_path_factory):

@@ -13,7 +13,7 @@ import torch
 from qrnn_lm import train as train_mod
 from qrnn_lm.lm import load_checkpoint
 from qrnn_lm.model import RNNLanguageModel
-from test_lm import TINY, char_data, prepare_dataset, write_corpus  # noqa: F401  (fixture)
+from conftest import TINY, assert_one_sentence_error, prepare_dataset, write_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,15 +31,6 @@ def run_train(argv, capsys=None):
     rc = train_mod.main(argv)
     err = capsys.readouterr().err if capsys is not None else ""
     return rc, err
-
-
-def assert_one_sentence_error(rc, err, *needles):
-    assert rc != 0
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("rnn", ["qrnn", "lstm"])
