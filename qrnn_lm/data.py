@@ -194,9 +194,6 @@ class SentenceBatches:
         k = np.arange(len(line)) - np.repeat(np.cumsum(npieces) - npieces, npieces)
         self.start = starts[line] + k * max_len
         self.length = np.minimum(max_len, lengths[line] - k * max_len)
-        if train and len(self.start) < world_size * batch_size:
-            # still usable; just say nothing -- a single small batch per rank is fine
-            pass
 
     def batches(self, epoch: int) -> list:
         """Groups of piece indices (each sorted by descending length) for ``epoch``."""

@@ -123,20 +123,18 @@ def load_vocab_dict(d: dict, path: str = "checkpoint"):
 # scoring
 # ---------------------------------------------------------------------------
 @torch.no_grad()
-def total_nll(model: RNNLanguageModel, batches, device, stream: bool, autocast=None) -> tuple:
+def total_nll(model: RNNLanguageModel, batches, device, stream: bool) -> tuple:
     """Sum of -log P (nats, float64) and count of the targets of all batches.
 
     ``batches`` is a StreamBatches/SentenceBatches built with ``train=False``;
     stream batches carry the recurrent state from window to window, sentence
     batches start each line from a zero state."""
-    import contextlib
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
     try:
         for _, x, y in batches.epoch(0):
-            with autocast or contextlib.nullcontext():
-                nll, new_state = model(x.to(device), state if stream else None, targets=y.to(device))
+            nll, new_state = model(x.to(device), state if stream else None, targets=y.to(device))
             if stream:
                 state = model.detach_state(new_state)
             total += float(nll.double().sum())
