@@ -35,7 +35,7 @@ PyObject* PyInit__C(void) {
 // The hot loops are compiled twice on x86 with GCC/Clang: for baseline
 // x86-64 (SSE2) and with AVX2+FMA, picked per call from the CPU's features
 // (see use_avx2).  The extension is built for baseline x86-64 to stay
-// portable, which alone left the fused kernels 4-wide and without FMA (~4x
+// portable, which alone leaves the fused kernels 4-wide and without FMA (~4x
 // slower than AVX2).  Everything below the range drivers is always_inline so
 // that it is compiled into each version with that version's ISA.
 #if defined(__GNUC__) || defined(__clang__)
@@ -56,7 +56,7 @@ namespace qrnn_lm {
 namespace {
 
 // exp for float that GCC can vectorise (std::exp is a scalar libm call,
-// which made the fused kernels ~20x slower than the plain ones): Cephes'
+// which makes the fused kernels ~20x slower than the plain ones): Cephes'
 // range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r,
 // 2^n built in the exponent bits.  Max relative error ~2 ulp on [-87, 0].
 // Only called with x <= 0 (see Acts), so only the lower clamp is needed.
@@ -388,79 +388,17 @@ void launch_cpu(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
   });
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "qrnn_lm: ", name, " must be on the CPU here, got ",
-              t.device());
-}
-
-// ---------------------------------------------------------------------------
-// CPU op implementations
-// ---------------------------------------------------------------------------
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_cpu(const at::Tensor& f, const at::Tensor& z,
-                                               const std::optional<at::Tensor>& c0,
-                                               const std::optional<at::Tensor>& lengths,
-                                               bool reverse) {
-  check_cpu(f, "f");
-  return plain_forward(launch_cpu, f, z, c0, lengths, nullptr, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_backward_cpu(
-    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
-    const at::Tensor& z, const at::Tensor& c, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool reverse) {
-  check_cpu(f, "f");
-  return plain_backward(launch_cpu, grad_c, grad_cn, f, z, c, c0, lengths, nullptr, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_packed_cpu(const at::Tensor& f, const at::Tensor& z,
-                                                      const at::Tensor& batch_sizes,
-                                                      const std::optional<at::Tensor>& c0,
-                                                      bool reverse) {
-  check_cpu(f, "f");
-  return plain_forward(launch_cpu, f, z, c0, std::nullopt, &batch_sizes, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_packed_backward_cpu(
-    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
-    const at::Tensor& z, const at::Tensor& c, const at::Tensor& batch_sizes,
-    const std::optional<at::Tensor>& c0, bool reverse) {
-  check_cpu(f, "f");
-  return plain_backward(launch_cpu, grad_c, grad_cn, f, z, c, c0, std::nullopt, &batch_sizes,
-                        reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_cpu(
-    const at::Tensor& gates, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
-  check_cpu(gates, "gates");
-  return fused_forward(launch_cpu, gates, c0, lengths, nullptr, output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_fused_backward_cpu(
-    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
-    const at::Tensor& c, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
-  check_cpu(gates, "gates");
-  return fused_backward(launch_cpu, grad_h, grad_cn, gates, c, c0, lengths, nullptr,
-                        output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_packed_cpu(
-    const at::Tensor& gates, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
-    bool output_gate, bool reverse) {
-  check_cpu(gates, "gates");
-  return fused_forward(launch_cpu, gates, c0, std::nullopt, &batch_sizes, output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_fused_packed_backward_cpu(
-    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
-    const at::Tensor& c, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
-    bool output_gate, bool reverse) {
-  check_cpu(gates, "gates");
-  return fused_backward(launch_cpu, grad_h, grad_cn, gates, c, c0, std::nullopt, &batch_sizes,
-                        output_gate, reverse);
-}
+// The CPU op implementations (DeviceOps in fo_pool.h).
+struct Cpu {
+  static constexpr c10::DeviceType type = c10::DeviceType::CPU;
+  static constexpr const char* where = "on the CPU";
+  static void launch(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
+    launch_cpu(p, dtype, backward);
+  }
+  struct Guard {  // nothing to select on the CPU
+    explicit Guard(const c10::Device&) {}
+  };
+};
 
 }  // namespace
 
@@ -486,15 +424,6 @@ TORCH_LIBRARY(qrnn_lm, m) {
         "-> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(qrnn_lm, CPU, m) {
-  m.impl("fo_pool", &fo_pool_cpu);
-  m.impl("fo_pool_backward", &fo_pool_backward_cpu);
-  m.impl("fo_pool_packed", &fo_pool_packed_cpu);
-  m.impl("fo_pool_packed_backward", &fo_pool_packed_backward_cpu);
-  m.impl("fo_pool_fused", &fo_pool_fused_cpu);
-  m.impl("fo_pool_fused_backward", &fo_pool_fused_backward_cpu);
-  m.impl("fo_pool_fused_packed", &fo_pool_fused_packed_cpu);
-  m.impl("fo_pool_fused_packed_backward", &fo_pool_fused_packed_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(qrnn_lm, CPU, m) { register_ops<Cpu>(m); }
 
 }  // namespace qrnn_lm

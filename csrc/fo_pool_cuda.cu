@@ -1,8 +1,9 @@
-// fo-pooling CUDA ops: TORCH_LIBRARY_IMPL(qrnn_lm, CUDA) registrations that
-// check their inputs (fo_pool.h), pick a kernel instance and launch it on the
-// current stream under a device guard.  The kernels are in fo_pool_kernels.cuh,
-// instantiated in fo_pool_cuda_u{4,8,16}.cu (one file per unroll factor,
-// so they compile in parallel).
+// fo-pooling CUDA ops: the TORCH_LIBRARY_IMPL(qrnn_lm, CUDA) registration
+// (DeviceOps in fo_pool.h: checks, device guard, host set-up) and the
+// launcher that picks a kernel instance and launches it on the current
+// stream.  The kernels are in fo_pool_kernels.cuh, instantiated in
+// fo_pool_cuda_u{4,8,16}.cu (one file per unroll factor, so they compile in
+// parallel; fo_pool_cuda_instantiate.cuh).
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -71,98 +72,19 @@ void launch_cuda(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
   });
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "qrnn_lm: ", name, " must be a CUDA tensor here, got ", t.device());
-}
-
-// ---------------------------------------------------------------------------
-// CUDA op implementations: checks, device guard, launch (all in fo_pool.h)
-// ---------------------------------------------------------------------------
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_cuda(const at::Tensor& f, const at::Tensor& z,
-                                                const std::optional<at::Tensor>& c0,
-                                                const std::optional<at::Tensor>& lengths,
-                                                bool reverse) {
-  check_cuda(f, "f");
-  const c10::cuda::CUDAGuard guard(f.device());
-  return plain_forward(launch_cuda, f, z, c0, lengths, nullptr, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_backward_cuda(
-    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
-    const at::Tensor& z, const at::Tensor& c, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool reverse) {
-  check_cuda(f, "f");
-  const c10::cuda::CUDAGuard guard(f.device());
-  return plain_backward(launch_cuda, grad_c, grad_cn, f, z, c, c0, lengths, nullptr, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_packed_cuda(const at::Tensor& f, const at::Tensor& z,
-                                                       const at::Tensor& batch_sizes,
-                                                       const std::optional<at::Tensor>& c0,
-                                                       bool reverse) {
-  check_cuda(f, "f");
-  const c10::cuda::CUDAGuard guard(f.device());
-  return plain_forward(launch_cuda, f, z, c0, std::nullopt, &batch_sizes, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_packed_backward_cuda(
-    const at::Tensor& grad_c, const at::Tensor& grad_cn, const at::Tensor& f,
-    const at::Tensor& z, const at::Tensor& c, const at::Tensor& batch_sizes,
-    const std::optional<at::Tensor>& c0, bool reverse) {
-  check_cuda(f, "f");
-  const c10::cuda::CUDAGuard guard(f.device());
-  return plain_backward(launch_cuda, grad_c, grad_cn, f, z, c, c0, std::nullopt, &batch_sizes,
-                        reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_cuda(
-    const at::Tensor& gates, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
-  check_cuda(gates, "gates");
-  const c10::cuda::CUDAGuard guard(gates.device());
-  return fused_forward(launch_cuda, gates, c0, lengths, nullptr, output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_fused_backward_cuda(
-    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
-    const at::Tensor& c, const std::optional<at::Tensor>& c0,
-    const std::optional<at::Tensor>& lengths, bool output_gate, bool reverse) {
-  check_cuda(gates, "gates");
-  const c10::cuda::CUDAGuard guard(gates.device());
-  return fused_backward(launch_cuda, grad_h, grad_cn, gates, c, c0, lengths, nullptr,
-                        output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fo_pool_fused_packed_cuda(
-    const at::Tensor& gates, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
-    bool output_gate, bool reverse) {
-  check_cuda(gates, "gates");
-  const c10::cuda::CUDAGuard guard(gates.device());
-  return fused_forward(launch_cuda, gates, c0, std::nullopt, &batch_sizes, output_gate, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor> fo_pool_fused_packed_backward_cuda(
-    const at::Tensor& grad_h, const at::Tensor& grad_cn, const at::Tensor& gates,
-    const at::Tensor& c, const at::Tensor& batch_sizes, const std::optional<at::Tensor>& c0,
-    bool output_gate, bool reverse) {
-  check_cuda(gates, "gates");
-  const c10::cuda::CUDAGuard guard(gates.device());
-  return fused_backward(launch_cuda, grad_h, grad_cn, gates, c, c0, std::nullopt, &batch_sizes,
-                        output_gate, reverse);
-}
+// The CUDA op implementations (DeviceOps in fo_pool.h): launched on the
+// current stream of the inputs' device.
+struct Cuda {
+  static constexpr c10::DeviceType type = c10::DeviceType::CUDA;
+  static constexpr const char* where = "a CUDA tensor";
+  static void launch(const FoPoolParams& p, at::ScalarType dtype, bool backward) {
+    launch_cuda(p, dtype, backward);
+  }
+  using Guard = c10::cuda::CUDAGuard;
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(qrnn_lm, CUDA, m) {
-  m.impl("fo_pool", &fo_pool_cuda);
-  m.impl("fo_pool_backward", &fo_pool_backward_cuda);
-  m.impl("fo_pool_packed", &fo_pool_packed_cuda);
-  m.impl("fo_pool_packed_backward", &fo_pool_packed_backward_cuda);
-  m.impl("fo_pool_fused", &fo_pool_fused_cuda);
-  m.impl("fo_pool_fused_backward", &fo_pool_fused_backward_cuda);
-  m.impl("fo_pool_fused_packed", &fo_pool_fused_packed_cuda);
-  m.impl("fo_pool_fused_packed_backward", &fo_pool_fused_packed_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(qrnn_lm, CUDA, m) { register_ops<Cuda>(m); }
 
 }  // namespace qrnn_lm

@@ -1,6 +1,5 @@
 // The fo-pooling CUDA kernels with the time loop unrolled by 4, for every dtype.
-#define QRNN_LM_INSTANTIATE_LAUNCH
-#include "fo_pool_cuda_launch.h"
+#include "fo_pool_cuda_instantiate.cuh"
 
 namespace qrnn_lm {
 QRNN_LM_INSTANTIATE_UNROLL(4)

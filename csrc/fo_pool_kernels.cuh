@@ -1,5 +1,5 @@
-// fo-pooling CUDA kernels, free of torch headers: fo_pool_cuda.cu
-// instantiates them for the registered ops, and
+// fo-pooling CUDA kernels, free of torch headers: fo_pool_cuda_u{4,8,16}.cu
+// instantiate them for the registered ops (fo_pool_cuda_instantiate.cuh), and
 // benchmarks/cuda/unroll_sweep.cu times them standalone.
 //
 // One thread per (b, h) column loops over time with the state in a register.

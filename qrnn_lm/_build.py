@@ -45,8 +45,8 @@ def shared_libstdcxx() -> list:
     Where g++ finds only libstdc++.a (an image without the libstdc++.so
     link) or LDFLAGS asks for -static-libstdc++, the module would carry its
     own copy of libstdc++, and two copies in one process break iostreams:
-    formatting an error message then crashed or lost its numbers (seen on an
-    Ubuntu 24.04 / GCC 13 GPU image).  Naming the shared library makes every
+    formatting an error message then crashes or loses its numbers (e.g. on
+    Ubuntu 24.04 / GCC 13 images).  Naming the shared library makes every
     libstdc++ symbol resolve to the one torch uses.  These are the link
     arguments of both builds."""
     if not sys.platform.startswith("linux"):

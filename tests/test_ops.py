@@ -504,7 +504,7 @@ def test_bad_inputs_caught_in_cpp(device):
 
 def test_extension_uses_the_shared_cpp_runtime():
     """qrnn_lm._C must link libstdc++.so.6, not carry a static copy (setup.py
-    names the shared library: qrnn_lm._ext.shared_libstdcxx)."""
+    names the shared library: qrnn_lm._build.shared_libstdcxx)."""
     import shutil
     import subprocess
     import sys
