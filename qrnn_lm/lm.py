@@ -212,14 +212,26 @@ class LanguageModel:
                 "nll": nll / n, "tokens": n, "characters": chars}
 
     # -- generate ----------------------------------------------------------
+    @staticmethod
+    def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+        """QrnnLmError naming the first sampling setting that is out of range."""
+        bad = []
+        if not isinstance(max_tokens, int) or max_tokens < 0:
+            bad.append(f"--max-tokens {max_tokens} (need a whole number >= 0)")
+        if not math.isfinite(temperature) or temperature <= 0:
+            bad.append(f"--temperature {temperature} (need a finite number > 0)")
+        if not isinstance(top_k, int) or top_k < 0:
+            bad.append(f"--top-k {top_k} (need a whole number >= 0)")
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            bad.append(f"--top-p {top_p} (need 0 < p <= 1)")
+        if bad:
+            raise QrnnLmError("invalid sampling settings: " + "; ".join(bad) + ".")
+
     @torch.no_grad()
-    def generate(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None) -> str:
-        """Sample up to ``max_tokens`` tokens after ``prompt`` and return prompt +
-        continuation as text.  Bucket tokens are replaced by a concrete word drawn
-        from P(word | bucket); ``</s>`` ends a line."""
-        if max_tokens < 0 or temperature <= 0 or top_k < 0 or not 0 < top_p <= 1:
-            raise QrnnLmError("need --max-tokens >= 0, --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1.")
+    def _sample_words(self, prompt: str, max_tokens: int, temperature: float, top_k: int,
+                      top_p: float, seed: int | None):
+        """Yield sampled words one at a time (``</s>`` included, buckets expanded)."""
+        self.check_sampling(max_tokens, temperature, top_k, top_p)
         gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         eos = self.vocab.eos_id
         context = [eos]
@@ -230,7 +242,7 @@ class LanguageModel:
                 context.extend(int(i) for i in self.vocab.encode(line)[0])
         sentences = self.batching == "sentences"
         banned = self._banned_ids()
-        state, words = None, []
+        state = None
         if sentences:  # a line starts from a zero state: feed only the current line
             last_eos = len(context) - 1 - context[::-1].index(eos)
             context = context[last_eos:]
@@ -240,13 +252,36 @@ class LanguageModel:
             logp = self.model.log_probs(feats[-1, 0].unsqueeze(0))[0].float().cpu()
             nxt = self._sample(logp, temperature, top_k, top_p, banned, gen)
             if self.vocab.is_bucket(nxt):
-                words.append(self.vocab.sample_word(nxt, gen))
+                yield self.vocab.sample_word(nxt, gen)
             else:
-                words.append(self.vocab.id_to_token(nxt))  # </s> included: decode makes it a newline
+                yield self.vocab.id_to_token(nxt)  # </s> included: decode makes it a newline
             if nxt == eos and sentences:
                 state = None
             x = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
+
+    def generate(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None) -> str:
+        """Sample up to ``max_tokens`` tokens after ``prompt`` and return prompt +
+        continuation as text.  Bucket tokens are replaced by a concrete word drawn
+        from P(word | bucket); ``</s>`` ends a line."""
+        words = list(self._sample_words(prompt, max_tokens, temperature, top_k, top_p, seed))
         return prompt + self.vocab.decode(words)
+
+    def generate_stream(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0,
+                        top_k: int = 0, top_p: float = 1.0, seed: int | None = None):
+        """:meth:`generate` as it happens: yields ``prompt``, then pieces of text
+        as tokens are sampled; the pieces join to what :meth:`generate` returns
+        with the same arguments."""
+        self.check_sampling(max_tokens, temperature, top_k, top_p)
+        yield prompt
+        decoder = _StreamDecoder(self.vocab)
+        for word in self._sample_words(prompt, max_tokens, temperature, top_k, top_p, seed):
+            piece = decoder.push(word)
+            if piece:
+                yield piece
+        piece = decoder.finish()
+        if piece:
+            yield piece
 
     def _banned_ids(self) -> list:
         """Special outputs other than </s> (e.g. padding) that must never be sampled."""
@@ -273,3 +308,37 @@ class LanguageModel:
             logits[order[drop]] = -float("inf")
         probs = torch.softmax(logits, -1)
         return int(torch.multinomial(probs, 1, generator=gen))
+
+
+class _StreamDecoder:
+    """Incremental ``vocab.decode``: text is released as soon as later words can
+    no longer change it (an unfinished UTF-8 byte sequence is held back).  A line
+    is re-detokenized from its last few words only, so a long line costs linear
+    time."""
+
+    REDO, KEEP = 256, 8
+
+    def __init__(self, vocab):
+        from qrnn_lm.vocab import EOS
+        self.vocab, self.eos = vocab, EOS
+        self.seg: list = []   # words of the current line still being detokenized
+        self.sent = 0         # characters of detokenize(seg) already released
+
+    def push(self, word: str) -> str:
+        if word == self.eos:
+            out = self.finish() + "\n"
+            return out
+        self.seg.append(word)
+        text = self.vocab.tokenizer.detokenize(self.seg)
+        stable = text.rstrip("\ufffd")
+        new = stable[self.sent:]
+        self.sent = max(self.sent, len(stable))
+        if len(self.seg) > self.REDO and stable == text:
+            self.seg = self.seg[-self.KEEP:]
+            self.sent = len(self.vocab.tokenizer.detokenize(self.seg))
+        return new
+
+    def finish(self) -> str:
+        out = self.vocab.tokenizer.detokenize(self.seg)[self.sent:] if self.seg else ""
+        self.seg, self.sent = [], 0
+        return out
