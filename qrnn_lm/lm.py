@@ -7,7 +7,8 @@
 
 Checkpoints are plain dicts read with ``torch.load(weights_only=True)``, so a
 checkpoint file can never run code.  This module also holds the checkpoint
-file helpers that train.py uses (atomic save, checked load).
+file helpers that train.py uses (atomic save, checked load) and
+:func:`vectors_from_checkpoint` (word vectors for ``prepare --vectors``).
 """
 from __future__ import annotations
 
@@ -119,6 +120,43 @@ def load_vocab_dict(d: dict, path: str = "checkpoint"):
                           "the checkpoint is damaged or from another version.") from None
 
 
+def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Input embeddings of ``words`` from a trained qrnn_lm checkpoint.
+
+    Useful with a model trained on a larger vocabulary (a bigger
+    ``--vocab-size``): its kept words are this vocabulary's rare words.  Words
+    the checkpoint's model did not keep have no vector.  Returns
+    (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
+    """
+    import torch
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        from qrnn_lm.vocab import Vocabulary
+        old = Vocabulary.from_dict(ckpt["vocab"])
+        state = ckpt["model"]
+    except (OSError, RuntimeError, KeyError, TypeError, QrnnLmError) as e:
+        raise QrnnLmError(f"cannot read word vectors from checkpoint {path} ({e}); give a "
+                          "checkpoint written by train.py or a .vec file.") from None
+    weight = state.get("encoder.weight")
+    if weight is None:
+        cands = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2
+                 and v.shape[0] == len(old)]
+        if not cands:
+            raise QrnnLmError(f"checkpoint {path} has no input embedding matrix with "
+                              f"{len(old)} rows.")
+        weight = cands[0]
+    w = weight.float().numpy()
+    x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
+    has = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words):
+        j = old.word_to_id.get(word)
+        if j is not None:
+            x[i], has[i] = w[j], True
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= n[:, 0] > 0
+    return x / np.maximum(n, 1e-12), has
+
+
 # ---------------------------------------------------------------------------
 # scoring
 # ---------------------------------------------------------------------------
@@ -187,7 +225,7 @@ class LanguageModel:
         ``</s>`` after every line, as ``prepare`` writes a split."""
         ids, lps, chars = [], [], 0
         for line in self.vocab.normalizer.lines(text.split("\n")):
-            i, lp = self.vocab.encode(line)
+            i, lp = self.vocab.encode_normalized(line)
             ids += [np.asarray(i, dtype=np.int64), np.array([self.vocab.eos_id], dtype=np.int64)]
             lps += [np.asarray(lp, dtype=np.float64), np.zeros(1)]
             chars += len(line) + 1

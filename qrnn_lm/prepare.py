@@ -35,8 +35,8 @@ from .corpus import TextNormalizer, check_input_file, read_text
 from .errors import QrnnLmError
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
-from .vocab import (RARE_MODES, Vocabulary, ppmi_svd_vectors, read_vec_file,
-                    vectors_from_checkpoint)
+from .vocab import RARE_MODES, Vocabulary
+from .wordvec import ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -226,20 +226,11 @@ def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
     if rare in ("kmeans", "pos+kmeans"):
         if vectors is not None and vectors.endswith((".pt", ".pth")):
             def vec_fn(words):
+                from .lm import vectors_from_checkpoint
                 return vectors_from_checkpoint(vectors, words)
         elif vectors is not None:
             def vec_fn(words):
-                table = read_vec_file(vectors, words)
-                dims = {v.shape[0] for v in table.values()}
-                dim = dims.pop() if dims else 1
-                x = np.zeros((len(words), dim), dtype=np.float32)
-                has = np.zeros(len(words), dtype=bool)
-                for i, w in enumerate(words):
-                    v = table.get(w)
-                    if v is not None:
-                        x[i], has[i] = v, True
-                n = np.linalg.norm(x, axis=1, keepdims=True)
-                return x / np.maximum(n, 1e-12), has
+                return vec_file_vectors(vectors, words)
         else:
             def vec_fn(words):
                 t1 = time.time()
@@ -262,7 +253,7 @@ def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
         normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
         extra={"vectors": vectors or ("corpus" if vec_fn else None)})
     vocab.directory = os.path.abspath(out)
-    vocab._tokenizer = tok
+    vocab.tokenizer = tok
     with _writing(os.path.join(out, "vocab.json")):
         vocab.save(out)
     n_rare = len(vocab.rare_words)
@@ -481,7 +472,7 @@ def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress, s
         w_ids.write(m_id[chunk.ids])
         w_lp.write(m_lp[chunk.ids])
         unseen += int(new[chunk.ids].sum())
-        in_bucket += int(vocab._is_bucket[m_id[chunk.ids]].sum())
+        in_bucket += int(vocab.bucket_mask[m_id[chunk.ids]].sum())
         lines += chunk.lines
         chars += chunk.characters
     w_ids.finish()
