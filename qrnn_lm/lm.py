@@ -111,6 +111,8 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
 
 def load_vocab_dict(d: dict, path: str = "checkpoint"):
     from qrnn_lm.vocab import Vocabulary
+    Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
+                           "use another checkpoint or train again")
     try:
         return Vocabulary.from_dict(d)
     except QrnnLmError:
@@ -128,23 +130,40 @@ def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray
     the checkpoint's model did not keep have no vector.  Returns
     (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
     """
-    import torch
+    hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
+    what = f"--vectors file {path}"
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise QrnnLmError(f"cannot read {what} ({e.strerror or e}).") from None
+    if size == 0:
+        raise QrnnLmError(f"{what} is empty (0 bytes); {hint}.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        from qrnn_lm.vocab import Vocabulary
-        old = Vocabulary.from_dict(ckpt["vocab"])
-        state = ckpt["model"]
-    except (OSError, RuntimeError, KeyError, TypeError, QrnnLmError) as e:
-        raise QrnnLmError(f"cannot read word vectors from checkpoint {path} ({e}); give a "
-                          "checkpoint written by train.py or a .vec file.") from None
+    except pickle.UnpicklingError as e:
+        # torch's own message would suggest loading it unsafely: never pass it on
+        if "can still be loaded" in str(e):
+            raise QrnnLmError(f"{what} holds Python objects other than tensors and plain data and "
+                              f"was not loaded, because loading it could run code; {hint}.") from None
+        raise QrnnLmError(f"{what} is not a torch checkpoint; {hint}.") from None
+    except Exception:  # truncated zip, random bytes, another format: never a traceback
+        raise QrnnLmError(f"{what} is not a readable torch checkpoint (truncated, damaged or another "
+                          f"format); {hint}.") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("vocab"), dict) \
+            or not isinstance(ckpt.get("model"), dict):
+        raise QrnnLmError(f"{what} is not a qrnn_lm checkpoint (it has no model and vocabulary); {hint}.")
+    old = load_vocab_dict(ckpt["vocab"], path)
+    state = ckpt["model"]
     weight = state.get("encoder.weight")
-    if weight is None:
-        cands = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2
-                 and v.shape[0] == len(old)]
+    if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == len(old)):
+        cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")
+                 and v.dim() == 2 and v.shape[0] == len(old)]
         if not cands:
             raise QrnnLmError(f"checkpoint {path} has no input embedding matrix with "
-                              f"{len(old)} rows.")
+                              f"{len(old)} rows; {hint}.")
         weight = cands[0]
+    if not weight.is_floating_point() or weight.shape[1] == 0:
+        raise QrnnLmError(f"the embedding matrix in {what} is empty or not floating point; {hint}.")
     w = weight.float().numpy()
     x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
     has = np.zeros(len(words), dtype=bool)

@@ -86,6 +86,123 @@ def _rand_fn(generator):
     raise ValueError("generator must be a torch.Generator, numpy Generator, random.Random or None")
 
 
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _spelling_problem(m, name: str) -> str | None:
+    if not isinstance(m, dict) or not isinstance(m.get("char_counts"), dict):
+        return f"{name} has no character counts"
+    if not _is_count(m.get("n_types", 0)):
+        return f"{name} has a type count that is not a whole number"
+    for c, n in m["char_counts"].items():
+        if not _is_count(n):
+            return f"{name} has a count for {c!r} that is not a whole number ({n!r})"
+    return None
+
+
+def vocab_dict_problem(d: dict) -> str | None:
+    """What is wrong with a vocabulary dict (``vocab.json``), in a few words,
+    or None when it is consistent: field types, a single ``</s>``, unique
+    tokens, whole non-negative counts, ``size`` equal to the number of
+    tokens, every bucket reference an id of a bucket token, and each
+    bucket's types and tokens equal to those of its rare words."""
+    for key, kind in (("tokenizer", dict), ("normalizer", dict), ("rare", dict),
+                      ("tokens", list), ("buckets", list), ("rare_words", dict),
+                      ("unseen_bucket_by_pos", dict), ("spelling", dict)):
+        if not isinstance(d.get(key), kind):
+            return f"{key!r} is missing or not a JSON {'object' if kind is dict else 'list'}"
+    if not isinstance(d["tokenizer"].get("type"), str):
+        return "the tokenizer has no type"
+    if d["rare"].get("mode") not in RARE_MODES:
+        return f"rare-word mode {d['rare'].get('mode')!r} is not one of {', '.join(RARE_MODES)}"
+    if not _is_count(d["rare"].get("pos_depth")):
+        return "rare.pos_depth is not a whole number"
+    tokens = d["tokens"]
+    if not tokens:
+        return "it has no tokens"
+    seen, kinds = {}, []
+    for i, t in enumerate(tokens):
+        if not (isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)):
+            return f"token {i} is not a [name, count, kind] triple"
+        if not _is_count(t[1]):
+            return f"the count of token {t[0]!r} is not a whole number ({t[1]!r})"
+        if t[2] not in ("word", "bucket", "special"):
+            return f"token {t[0]!r} has the unknown kind {t[2]!r}"
+        if t[0] in seen:
+            return f"token {t[0]!r} appears twice (ids {seen[t[0]]} and {i})"
+        seen[t[0]] = i
+        kinds.append(t[2])
+    if EOS not in seen or tokens[seen[EOS]][2] != "special":
+        return f"it has no {EOS} token"
+    if kinds.count("special") != 1:
+        return f"it has {kinds.count('special')} special tokens, {EOS} should be the only one"
+    size = d.get("size", len(tokens))
+    if size != len(tokens):
+        return f"'size' says {size!r} but it lists {len(tokens)} tokens"
+    bucket_ids = {i for i, k in enumerate(kinds) if k == "bucket"}
+
+    def bucket_ref(b, what):
+        if not (_is_count(b) and b in bucket_ids):
+            return f"{what} refers to {b!r}, which is not the id of a bucket token"
+        return None
+
+    listed = {}
+    for b in d["buckets"]:
+        if not isinstance(b, dict):
+            return "a bucket entry is not a JSON object"
+        bid = b.get("id")
+        p = bucket_ref(bid, f"bucket {b.get('name')!r}")
+        if p:
+            return p
+        if bid in listed:
+            return f"bucket id {bid} is listed twice"
+        if b.get("name") != tokens[bid][0]:
+            return f"bucket {bid} is named {b.get('name')!r} but token {bid} is {tokens[bid][0]!r}"
+        if not (_is_count(b.get("types")) and _is_count(b.get("tokens"))):
+            return f"bucket {b.get('name')!r} has a size that is not a whole number"
+        listed[bid] = b
+    if set(listed) != bucket_ids:
+        missing = sorted(bucket_ids - set(listed))[0]
+        return f"bucket token {tokens[missing][0]!r} has no entry in 'buckets'"
+    types, counts = Counter(), Counter()
+    for w, v in d["rare_words"].items():
+        if not (isinstance(v, list) and len(v) == 2):
+            return f"rare word {w!r} is not a [bucket, count] pair"
+        p = bucket_ref(v[0], f"rare word {w!r}")
+        if p:
+            return p
+        if not _is_count(v[1]):
+            return f"the count of rare word {w!r} is not a whole number ({v[1]!r})"
+        if w in seen and kinds[seen[w]] == "word":
+            return f"{w!r} is both a kept word and a rare word"
+        types[v[0]] += 1
+        counts[v[0]] += v[1]
+    for bid, b in listed.items():
+        if b["types"] != types[bid] or b["tokens"] != counts[bid] or tokens[bid][1] != counts[bid]:
+            return (f"bucket {b['name']!r} says {b['types']} words and {b['tokens']} tokens "
+                    f"(token count {tokens[bid][1]}) but its rare words are {types[bid]} with "
+                    f"{counts[bid]} tokens")
+    for pos, b in d["unseen_bucket_by_pos"].items():
+        p = bucket_ref(b, f"the unseen-word bucket of {pos!r}")
+        if p:
+            return p
+    p = bucket_ref(d.get("default_bucket"), "default_bucket")
+    if p:
+        return p
+    p = _spelling_problem(d["spelling"], "the spelling model")
+    if p:
+        return p
+    groups = d.get("group_spelling", {})
+    if not isinstance(groups, dict):
+        return "'group_spelling' is not a JSON object"
+    for g, m in groups.items():
+        p = _spelling_problem(m, f"the spelling model of {g!r}")
+        if p:
+            return p
+    return None
+
+
 class Vocabulary:
     """Output vocabulary of a language model (see the module docstring).
 
@@ -126,14 +243,24 @@ class Vocabulary:
     # which calls ``_check_dict`` before reading any field.
 
     @staticmethod
-    def _check_dict(d: dict) -> None:
-        """Raise QrnnLmError unless ``d`` is a vocabulary this version reads."""
+    def _check_dict(d: dict, where: str = "the vocabulary",
+                    advice: str = "prepare the dataset again (`python -m qrnn_lm prepare --force`)"
+                    ) -> None:
+        """Raise QrnnLmError unless ``d`` is a vocabulary this version reads
+        and is consistent in itself (see :func:`vocab_dict_problem`)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise QrnnLmError("this is not a qrnn_lm vocabulary file; run "
+            raise QrnnLmError(f"{where} is not a qrnn_lm vocabulary; run "
                               "`python -m qrnn_lm prepare` to make one.")
-        if d.get("version", 0) > VERSION:
+        version = d.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise QrnnLmError(f"{where} is damaged: its version is not a whole number; "
+                              "prepare the dataset again.")
+        if version > VERSION:
             raise QrnnLmError(f"vocabulary format version {d['version']} is newer than this "
                               "qrnn_lm understands; upgrade qrnn_lm.")
+        problem = vocab_dict_problem(d)
+        if problem:
+            raise QrnnLmError(f"{where} is damaged or was edited by hand: {problem}; {advice}.")
 
     def to_dict(self) -> dict:
         """JSON-safe dict (for checkpoints); :meth:`from_dict` inverts it."""
@@ -158,14 +285,23 @@ class Vocabulary:
         if os.path.isdir(path):
             path = os.path.join(path, "vocab.json")
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:   # a BOM from an editor is fine
                 d = json.load(f)
         except FileNotFoundError:
             raise QrnnLmError(f"no vocabulary at {path}; run `python -m qrnn_lm prepare` "
                               "first.") from None
+        except IsADirectoryError:
+            raise QrnnLmError(f"{path} is a directory, not a vocabulary file.") from None
+        except OSError as e:
+            raise QrnnLmError(f"cannot read {path} ({e.strerror or e}).") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise QrnnLmError(f"{path} is not a valid vocabulary file ({e}).") from None
-        return cls(d, os.path.dirname(os.path.abspath(path)))
+        cls._check_dict(d, path)
+        try:
+            return cls(d, os.path.dirname(os.path.abspath(path)))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise QrnnLmError(f"{path} is damaged or was edited by hand ({type(e).__name__}: "
+                              f"{e}); prepare the dataset again.") from None
 
     # -- construction ------------------------------------------------------
 

@@ -22,7 +22,7 @@ def read_vec_file(path: str, words: Iterable[str]) -> dict:
     wanted = set(words)
     out = {}
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        f = open(path, encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise QrnnLmError(f"cannot read vector file {path}: {e.strerror or e}.") from e
     with f:

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -530,3 +531,115 @@ def test_workers_capped_at_the_cpu_count(corpus, tmp_path):
     P.prepare(corpus["train"], corpus["valid"], None, str(tmp_path / "o"), tokenizer="char",
               vocab_size=16, rare="unk", workers=P.usable_cpus() + 50, log=logs.append)
     assert any(f"lowered to {P.usable_cpus()}" in m for m in logs), logs
+
+
+# ---------------------------------------------------------------------------
+# C13: vocab.json is checked when loaded
+# ---------------------------------------------------------------------------
+def _edit_vocab(data, tmp_path, edit):
+    out = tmp_path / "data"
+    shutil.copytree(data, out)
+    d = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
+    d = edit(d) or d
+    (out / "vocab.json").write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def _first(d, kind):
+    return next(i for i, t in enumerate(d["tokens"]) if t[2] == kind)
+
+
+def _drop_eos(d):
+    d["tokens"] = [t for t in d["tokens"] if t[0] != "</s>"]
+    d["size"] = len(d["tokens"])
+
+
+VOCAB_EDITS = {
+    "a list": (lambda d: d["tokens"], "not a qrnn_lm vocabulary"),
+    "no </s>": (_drop_eos, "</s>"),
+    "count not an integer": (lambda d: d["tokens"][_first(d, "word")].__setitem__(1, "12"), "whole number"),
+    "count a float": (lambda d: d["tokens"][_first(d, "word")].__setitem__(1, 2.5), "whole number"),
+    "size edited": (lambda d: d.__setitem__("size", d["size"] + 3), "'size'"),
+    "duplicate token": (lambda d: d["tokens"][_first(d, "word") + 1].__setitem__(0, d["tokens"][_first(d, "word")][0]),
+                        "appears twice"),
+    "rare word bucket out of range": (lambda d: next(iter(d["rare_words"].values())).__setitem__(0, 10 ** 6),
+                                      "not the id of a bucket"),
+    "rare word in a word's id": (lambda d: next(iter(d["rare_words"].values())).__setitem__(0, _first(d, "word")),
+                                 "not the id of a bucket"),
+    "default bucket out of range": (lambda d: d.__setitem__("default_bucket", -1), "default_bucket"),
+    "bucket count edited": (lambda d: d["tokens"][_first(d, "bucket")].__setitem__(1, d["tokens"][_first(d, "bucket")][1] + 1),
+                            "bucket"),
+    "missing field": (lambda d: d.pop("rare_words") and None, "rare_words"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VOCAB_EDITS))
+def test_malformed_vocab_json_is_one_sentence(char_data, tmp_path, case):  # noqa: F811
+    from qrnn_lm.vocab import Vocabulary
+    edit, needle = VOCAB_EDITS[case]
+    data = _edit_vocab(char_data, tmp_path, edit)
+    with pytest.raises(QrnnLmError, match=re.escape(needle)) as e:
+        Vocabulary.load(str(data))
+    assert str(data / "vocab.json") in str(e.value)
+
+
+def test_malformed_vocab_json_in_train(char_data, tmp_path, capsys):  # noqa: F811
+    data = _edit_vocab(char_data, tmp_path, VOCAB_EDITS["duplicate token"][0])
+    rc = train_main(["--data", str(data), "--save", str(tmp_path / "run"), *TINY, "--max-steps", "2"])
+    assert_one_sentence_error(rc, capsys.readouterr().err, "vocab.json", "appears twice")
+
+
+def test_vocab_json_saved_with_a_bom_loads(char_data, tmp_path):  # noqa: F811
+    from qrnn_lm.vocab import Vocabulary
+    data = _edit_vocab(char_data, tmp_path, lambda d: None)
+    raw = (data / "vocab.json").read_bytes()
+    (data / "vocab.json").write_bytes(b"\xef\xbb\xbf" + raw)
+    assert len(Vocabulary.load(str(data))) == len(Vocabulary.load(char_data))
+
+
+def test_checkpoint_with_an_edited_vocabulary(run_dir, tmp_path, capsys):
+    ckpt = torch.load(os.path.join(run_dir, "best.pt"), weights_only=True)
+    ckpt["vocab"]["size"] += 1
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    rc = generate_main(["--checkpoint", str(bad), "--max-tokens", "3"])
+    assert_one_sentence_error(rc, capsys.readouterr().err, "'size'", str(bad))
+
+
+# ---------------------------------------------------------------------------
+# C14: prepare --vectors with a file that is not a qrnn_lm checkpoint
+# ---------------------------------------------------------------------------
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_by_vectors",))
+
+
+def _bad_vectors(tmp_path, run_dir):
+    out = {}
+    out["random"] = tmp_path / "random.pt"
+    out["random"].write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4000)))
+    out["empty"] = tmp_path / "empty.pt"
+    out["empty"].write_bytes(b"")
+    out["object"] = tmp_path / "object.pt"
+    torch.save({"model": {}, "vocab": _Exploit()}, out["object"])
+    out["list"] = tmp_path / "list.pt"
+    torch.save([torch.zeros(3)], out["list"])
+    out["state_dict"] = tmp_path / "state.pt"
+    torch.save({"encoder.weight": torch.zeros(4, 3)}, out["state_dict"])
+    raw = open(os.path.join(run_dir, "best.pt"), "rb").read()
+    out["truncated"] = tmp_path / "truncated.pt"
+    out["truncated"].write_bytes(raw[:len(raw) // 2])
+    return out
+
+
+def test_bad_vectors_checkpoint_is_one_sentence(corpus, run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, path in _bad_vectors(tmp_path, run_dir).items():
+        rc = P.main(["--train", corpus["train"], "--valid", corpus["valid"], "--out", str(tmp_path / name),
+                     "--tokenizer", "char", "--vocab-size", "6", "--rare", "kmeans", "--buckets", "2",
+                     "--vectors", str(path), "--quiet"])
+        err = capsys.readouterr().err
+        assert_one_sentence_error(rc, err, str(path))
+        assert "weights_only" not in err and "weights only" not in err.lower(), err
+        assert not (tmp_path / name).exists()
+    assert not (tmp_path / "pwned_by_vectors").exists()
