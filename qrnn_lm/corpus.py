@@ -3,8 +3,12 @@
 All readers stream: they yield one normalised paragraph (line) at a time and
 never hold a file in memory.  Normalisation (:class:`TextNormalizer`):
 
+- gzip and bzip2 are decompressed (a truncated or damaged archive is an
+  error); UTF-8 (with or without a byte-order mark) and UTF-16/UTF-32 (with
+  a mark, or recognised from their NUL bytes) are decoded;
 - invalid UTF-8 is replaced by U+FFFD and counted (one warning per file with
-  the count); a file that is mostly not UTF-8 (or holds NUL bytes) is an error;
+  the count); a file that is mostly not UTF-8 (or holds other NUL bytes) is an
+  error;
 - Unicode NFKC (switchable), runs of whitespace collapsed to one space, the
   line stripped; empty lines are skipped;
 - lines longer than ``max_line_chars`` are split, preferably after a sentence

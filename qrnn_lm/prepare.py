@@ -14,6 +14,9 @@ writes (see docs/DESIGN.md section 3)::
 
 ``--corpus debian-ja`` or ``--wiki-dump FILE [--sample N]`` replace
 ``--train/--valid/--test``: the text is first extracted to ``OUT/corpus/``.
+
+Everything is written into a staging directory beside ``OUT`` that replaces
+it only when complete; ``OUT`` must be new or empty unless ``--force``.
 """
 from __future__ import annotations
 
