@@ -120,17 +120,31 @@ def _damaged(path: str, e: BaseException) -> QrnnLmError:
 
 
 def _wide_encoding(head: bytes) -> str | None:
-    """UTF-16/32 without a byte-order mark: the encoding whose strict decoding
-    of ``head`` is text (no NUL, almost no control characters), else None."""
-    for enc in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+    """UTF-16/32 without a byte-order mark, told apart by where the NUL bytes
+    sit (UTF-32: the top byte of every unit; UTF-16: the high byte of ASCII),
+    provided the strict decoding is text (no NUL, almost no control or
+    unassigned characters).  None otherwise."""
+    n4 = len(head) // 4 * 4
+    zero = [0, 0, 0, 0]
+    for i in range(n4):
+        if head[i] == 0:
+            zero[i % 4] += 1
+    units = n4 // 4
+    candidates = []
+    if units and zero[3] == units:
+        candidates.append("utf-32-le")
+    elif units and zero[0] == units:
+        candidates.append("utf-32-be")
+    candidates.append("utf-16-le" if zero[1] + zero[3] > zero[0] + zero[2] else "utf-16-be")
+    for enc in candidates:
         try:
-            text = codecs.getincrementaldecoder(enc)("strict").decode(head, final=False)
+            text = codecs.getincrementaldecoder(enc)("strict").decode(head[:n4], final=False)
         except UnicodeDecodeError:
             continue
         if not text or "\0" in text:
             continue
-        control = sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\r\t")
-        if control <= 0.01 * len(text):
+        odd = sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\r\t")
+        if odd <= 0.01 * len(text):
             return enc
     return None
 

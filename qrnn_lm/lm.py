@@ -131,27 +131,26 @@ def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray
     (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
     """
     hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
-    what = f"--vectors file {path}"
+    what = f"cannot read word vectors from --vectors file {path}"
     try:
         size = os.path.getsize(path)
     except OSError as e:
-        raise QrnnLmError(f"cannot read {what} ({e.strerror or e}).") from None
+        raise QrnnLmError(f"{what} ({e.strerror or e}).") from None
     if size == 0:
-        raise QrnnLmError(f"{what} is empty (0 bytes); {hint}.")
+        raise QrnnLmError(f"{what}: it is empty (0 bytes); {hint}.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's own message would suggest loading it unsafely: never pass it on
         if "can still be loaded" in str(e):
-            raise QrnnLmError(f"{what} holds Python objects other than tensors and plain data and "
-                              f"was not loaded, because loading it could run code; {hint}.") from None
-        raise QrnnLmError(f"{what} is not a torch checkpoint; {hint}.") from None
+            raise QrnnLmError(f"{what}: it holds Python objects other than tensors and plain data "
+                              f"and was not loaded, because loading it could run code; {hint}.") from None
+        raise QrnnLmError(f"{what}: it is not a torch checkpoint; {hint}.") from None
     except Exception:  # truncated zip, random bytes, another format: never a traceback
-        raise QrnnLmError(f"{what} is not a readable torch checkpoint (truncated, damaged or another "
-                          f"format); {hint}.") from None
+        raise QrnnLmError(f"{what}: it is truncated, damaged or not a torch checkpoint; {hint}.") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("vocab"), dict) \
             or not isinstance(ckpt.get("model"), dict):
-        raise QrnnLmError(f"{what} is not a qrnn_lm checkpoint (it has no model and vocabulary); {hint}.")
+        raise QrnnLmError(f"{what}: it is not a qrnn_lm checkpoint (no model and vocabulary in it); {hint}.")
     old = load_vocab_dict(ckpt["vocab"], path)
     state = ckpt["model"]
     weight = state.get("encoder.weight")
@@ -159,11 +158,10 @@ def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray
         cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")
                  and v.dim() == 2 and v.shape[0] == len(old)]
         if not cands:
-            raise QrnnLmError(f"checkpoint {path} has no input embedding matrix with "
-                              f"{len(old)} rows; {hint}.")
+            raise QrnnLmError(f"{what}: it has no input embedding matrix with {len(old)} rows; {hint}.")
         weight = cands[0]
     if not weight.is_floating_point() or weight.shape[1] == 0:
-        raise QrnnLmError(f"the embedding matrix in {what} is empty or not floating point; {hint}.")
+        raise QrnnLmError(f"{what}: its embedding matrix is empty or not floating point; {hint}.")
     w = weight.float().numpy()
     x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
     has = np.zeros(len(words), dtype=bool)

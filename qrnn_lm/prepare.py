@@ -135,7 +135,8 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
                   vector_dim=vector_dim, progress=progress, log=log)
     _check_settings(train, valid, test, **kwargs)
     with staged_output(out, force=force, inputs={"--train": train, "--valid": valid,
-                                                 "--test": test, "--vectors": vectors}) as tmp:
+                                                 "--test": test, "--vectors": vectors},
+                       log=log) as tmp:
         vocab = _prepare_into(train, valid, test, tmp, final=out, **kwargs)
     vocab.directory = os.path.abspath(out)
     return vocab
@@ -394,6 +395,16 @@ def staged_output(out: str, *, force: bool = False, inputs: dict | None = None, 
         os.chmod(tmp, 0o777 & ~umask)
         yield tmp
         old = None
+        cwd = os.path.realpath(os.getcwd())
+        if os.path.isdir(path) and not os.listdir(path) and (
+                cwd == path or cwd.startswith(path + os.sep)):
+            # an empty --out that is (or holds) the working directory stays in
+            # place: move the files in, vocab.json last
+            names = sorted(os.listdir(tmp), key=lambda n: n == "vocab.json")
+            for name in names:
+                os.replace(os.path.join(tmp, name), os.path.join(path, name))
+            os.rmdir(tmp)
+            return
         if os.path.isdir(path):
             if os.listdir(path):
                 old = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-old-",

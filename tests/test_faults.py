@@ -373,7 +373,8 @@ def test_generate_temperature_nan_in_python(run_dir):
 # ---------------------------------------------------------------------------
 # C15: UTF-16/32 and UTF-8 with a byte-order mark
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-32-be"])
 def test_utf16_32_and_bom_text_is_decoded(tmp_path, encoding):
     text = "吾輩は猫である。\nDebian は自由な OS です。\r\n\nABC １２３\n"
     want = list(C.read_text(_write(tmp_path / "u8.txt", text, "utf-8")))
@@ -643,3 +644,12 @@ def test_bad_vectors_checkpoint_is_one_sentence(corpus, run_dir, tmp_path, capsy
         assert "weights_only" not in err and "weights only" not in err.lower(), err
         assert not (tmp_path / name).exists()
     assert not (tmp_path / "pwned_by_vectors").exists()
+
+
+def test_prepare_into_the_empty_working_directory(corpus, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert prep(corpus, ".") == 0
+    assert (here / "vocab.json").exists() and os.path.samefile(os.getcwd(), here)
+    assert leftovers(tmp_path) == []
