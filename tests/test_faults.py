@@ -298,13 +298,16 @@ def _damaged_gz(tmp_path, corpus):
     return [cut, bad, notgz]
 
 
-def test_damaged_gz_corpus_in_prepare(corpus, tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_damaged_gz_corpus_in_prepare(corpus, tmp_path, capsys, workers):
+    import multiprocessing
     for path in _damaged_gz(tmp_path, corpus):
         rc = P.main(["--train", str(path), "--valid", corpus["valid"], "--out", str(tmp_path / "o"),
-                     "--tokenizer", "char", "--quiet"])
+                     "--tokenizer", "char", "--quiet", "--workers", workers])
         assert_one_sentence_error(rc, capsys.readouterr().err, str(path))
         assert not (tmp_path / "o").exists()
     assert leftovers(tmp_path) == []
+    assert not multiprocessing.active_children()   # the tokenizer pool is gone
 
 
 def test_damaged_gz_corpus_in_train(corpus, tmp_path, capsys):
@@ -653,3 +656,31 @@ def test_prepare_into_the_empty_working_directory(corpus, tmp_path, monkeypatch)
     assert prep(corpus, ".") == 0
     assert (here / "vocab.json").exists() and os.path.samefile(os.getcwd(), here)
     assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_during_a_parallel_prepare(tmp_path):
+    """Ctrl-C reaches every process of the group: one line, no worker tracebacks,
+    nothing left behind."""
+    rng = random.Random(0)
+    train = tmp_path / "train.txt"
+    with open(train, "w", encoding="utf-8") as f:
+        for _ in range(300000):
+            f.write("".join(rng.choice("猫犬鳥本魚がをはにで。") for _ in range(20)) + "\n")
+    valid = tmp_path / "valid.txt"
+    valid.write_text("猫が本を読む。\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "qrnn_lm", "prepare", "--train", str(train),
+                             "--valid", str(valid), "--out", str(tmp_path / "ds"), "--tokenizer", "char",
+                             "--vocab-size", "8", "--workers", "2", "--quiet"],
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if any(os.path.getsize(p) > 0 for p in leftovers(tmp_path) if os.path.isfile(p)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "prepare finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert leftovers(tmp_path) == [] and not (tmp_path / "ds").exists()
