@@ -13,6 +13,7 @@ file helpers that train.py uses (atomic save, checked load) and
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pickle
 import zipfile
@@ -271,11 +272,11 @@ class LanguageModel:
     def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
         """QrnnLmError naming the first sampling setting that is out of range."""
         bad = []
-        if not isinstance(max_tokens, int) or max_tokens < 0:
+        if not isinstance(max_tokens, numbers.Integral) or max_tokens < 0:
             bad.append(f"--max-tokens {max_tokens} (need a whole number >= 0)")
         if not math.isfinite(temperature) or temperature <= 0:
             bad.append(f"--temperature {temperature} (need a finite number > 0)")
-        if not isinstance(top_k, int) or top_k < 0:
+        if not isinstance(top_k, numbers.Integral) or top_k < 0:
             bad.append(f"--top-k {top_k} (need a whole number >= 0)")
         if not (math.isfinite(top_p) and 0 < top_p <= 1):
             bad.append(f"--top-p {top_p} (need 0 < p <= 1)")

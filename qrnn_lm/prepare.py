@@ -388,6 +388,8 @@ def staged_output(out: str, *, force: bool = False, inputs: dict | None = None, 
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-", dir=parent)
     except OSError as e:
+        if isinstance(e.filename, str) and _STAGE_TAG in e.filename:
+            e.filename = parent   # the staging directory is an internal name
         raise QrnnLmError(f"cannot create --out {out}: {os_error_reason(e)}.") from None
     try:
         umask = os.umask(0)
