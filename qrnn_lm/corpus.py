@@ -112,9 +112,11 @@ def _open_binary(path: str):
     return open(path, "rb")
 
 
-def _damaged(path: str, e: BaseException) -> QrnnLmError:
-    """The sentence for a compressed file that cannot be decompressed."""
+def _damaged(path: str, e: BaseException, f=None) -> QrnnLmError:
+    """The sentence for a file that cannot be read to its end."""
     detail = str(e) or type(e).__name__
+    if f is not None and not isinstance(f, (gzip.GzipFile, bz2.BZ2File)):
+        return QrnnLmError(f"cannot read {path} ({detail}).")
     return QrnnLmError(f"{path} is truncated or damaged and cannot be decompressed ({detail}); "
                        "download or compress it again.")
 
@@ -180,7 +182,7 @@ def _decode_lines(path: str, stats: dict | None = None) -> Iterator[str]:
         head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
     except (OSError, EOFError, zlib.error) as e:
         f.close()
-        raise _damaged(path, e) from None
+        raise _damaged(path, e, f) from None
     encoding, bom = _sniff_encoding(head)
     if encoding == "binary":
         f.close()
@@ -212,7 +214,7 @@ def _decode_lines(path: str, stats: dict | None = None) -> Iterator[str]:
                     bad += line.count(replacement)
                     yield line
     except (OSError, EOFError, zlib.error) as e:
-        raise _damaged(path, e) from None
+        raise _damaged(path, e, f) from None
     if not checked and nbytes and bad > max(8, 0.1 * nbytes / 3) and encoding == "utf-8":
         raise QrnnLmError(f"{path} does not look like UTF-8 text ({bad} invalid byte "
                           f"sequences in {nbytes} bytes); convert it to UTF-8 first.")
