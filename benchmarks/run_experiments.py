@@ -446,7 +446,7 @@ def exp_breakdown(args, profile, store):
     from qrnn_lm.vocab import Vocabulary
     fv = Vocabulary.load(full["dir"])
     fids = np.load(os.path.join(full["dir"], "test.ids.npy"))
-    unseen = fv._is_bucket[fids]
+    unseen = fv.bucket_mask[fids]
     for name, _, flags in RARE_METHODS:
         if "--tokenizer" in flags or store.get("rare", name) is None:
             continue
@@ -455,7 +455,7 @@ def exp_breakdown(args, profile, store):
         ds = store.get("datasets", name)
         nll, split, vocab = token_nll(os.path.join(args.work, "runs", "rare", name), ds["dir"])
         ids, lp = np.asarray(split.ids), np.asarray(split.rare_logp, dtype=np.float64)
-        bucket = vocab._is_bucket[ids]
+        bucket = vocab.bucket_mask[ids]
         eos = ids == vocab.eos_id
         classes = {"kept words": ~bucket & ~eos, "</s>": eos, "seen rare words": bucket & ~unseen,
                    "unseen words": unseen}

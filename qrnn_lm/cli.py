@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -47,14 +48,12 @@ def _evaluate(argv) -> int:
     p.add_argument("--batch-size", type=int, default=10, help="columns scored in parallel (stream models)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
+    from qrnn_lm.corpus import read_lines
     from qrnn_lm.lm import LanguageModel
-    if not os.path.isfile(args.file):
-        raise QrnnLmError(f"--file {args.file} does not exist.")
-    try:
-        with open(args.file, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise QrnnLmError(f"cannot read --file {args.file} ({e.strerror}).") from None
+    if args.batch_size < 1:
+        raise QrnnLmError("--batch-size must be at least 1.")
+    # read as `prepare` reads a corpus: .gz/.bz2 decompressed, UTF-8/16/32 decoded, binary refused
+    text = "\n".join(read_lines(args.file, what="--file"))
     if not text.strip():
         raise QrnnLmError(f"--file {args.file} is empty; give it some text.")
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
@@ -68,7 +67,7 @@ def _generate(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m qrnn_lm generate", description="Sample text from a checkpoint.")
     p.add_argument("--checkpoint", required=True, help="run directory (its best checkpoint) or checkpoint file")
     p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--max-tokens", type=int, default=100, help="tokens to sample")
+    p.add_argument("--max-tokens", type=_count, default=100, help="tokens to sample (1e6 is accepted)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
@@ -76,10 +75,47 @@ def _generate(argv) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
     from qrnn_lm.lm import LanguageModel
+    LanguageModel.check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p)
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
-    print(lm.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                      top_p=args.top_p, seed=args.seed))
+    # tokens are printed as they are sampled; Ctrl-C stops and keeps what was printed
+    n = 0
+    try:
+        for piece in lm.generate_stream(args.prompt, max_tokens=args.max_tokens,
+                                        temperature=args.temperature, top_k=args.top_k,
+                                        top_p=args.top_p, seed=args.seed):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            n += len(piece)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        print("interrupted: the text above is what was generated.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `generate ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 0
+    sys.stdout.write("\n")
+    sys.stdout.flush()
     return 0
+
+
+def _count(value: str) -> int:
+    """A non-negative whole number, also written as 1e6."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(x) or x != int(x):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+    return int(x)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def evaluate_main(argv=None) -> int:

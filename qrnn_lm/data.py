@@ -52,25 +52,53 @@ class Split:
         return int(self.meta.get("characters", 0))
 
 
+SPLIT_PARTS = ("ids.npy", "rare_logp.npy", "meta.json")
+
+
+def check_dataset(data_dir: str) -> None:
+    """A prepared dataset is all or nothing: ``vocab.json`` and, for every split
+    that has any of its files, all three of them.  Raises QrnnLmError naming the
+    first missing part."""
+    if not os.path.isfile(os.path.join(data_dir, "vocab.json")):
+        raise QrnnLmError(f"the prepared dataset {data_dir} has no vocab.json; prepare it again "
+                          "with `python -m qrnn_lm prepare --force`.")
+    for name in ("train", "valid", "test"):
+        present = [os.path.exists(os.path.join(data_dir, f"{name}.{p}")) for p in SPLIT_PARTS]
+        if any(present) and not all(present):
+            missing = SPLIT_PARTS[present.index(False)]
+            raise QrnnLmError(f"the prepared dataset {data_dir} is incomplete: {name}.{missing} is "
+                              f"missing beside {name}.{SPLIT_PARTS[present.index(True)]}; prepare "
+                              "it again with `python -m qrnn_lm prepare --force`.")
+
+
 def load_split(data_dir: str, name: str) -> Split:
-    """Load ``{name}.ids.npy``, ``{name}.rare_logp.npy`` and ``{name}.meta.json``."""
+    """Load ``{name}.ids.npy``, ``{name}.rare_logp.npy`` and ``{name}.meta.json``
+    (all three must be there and agree; see :func:`check_dataset`)."""
+    check_dataset(data_dir)
     ids_path = os.path.join(data_dir, f"{name}.ids.npy")
     if not os.path.exists(ids_path):
         raise QrnnLmError(f"the prepared dataset {data_dir} has no {name} split ({ids_path} is missing); "
                           f"run `python -m qrnn_lm prepare` with --{name} or pass --{name} FILE.")
+    again = "prepare the dataset again with `python -m qrnn_lm prepare --force`"
     try:
         ids = np.load(ids_path, mmap_mode="r")
-        lp_path = os.path.join(data_dir, f"{name}.rare_logp.npy")
-        rare_logp = np.load(lp_path, mmap_mode="r") if os.path.exists(lp_path) else np.zeros(len(ids), np.float32)
-        meta_path = os.path.join(data_dir, f"{name}.meta.json")
-        meta = json.load(open(meta_path, encoding="utf-8")) if os.path.exists(meta_path) else {}
+        rare_logp = np.load(os.path.join(data_dir, f"{name}.rare_logp.npy"), mmap_mode="r")
+        with open(os.path.join(data_dir, f"{name}.meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
     except (ValueError, OSError, json.JSONDecodeError) as e:
-        raise QrnnLmError(f"cannot read the {name} split of {data_dir} ({e}); prepare the dataset again.") from None
+        raise QrnnLmError(f"cannot read the {name} split of {data_dir} ({e}); {again}.") from None
     if ids.ndim != 1 or len(ids) == 0:
         raise QrnnLmError(f"the {name} split of {data_dir} is empty; give it some text and prepare it again.")
     if rare_logp.shape != ids.shape:
-        raise QrnnLmError(f"{name}.rare_logp.npy and {name}.ids.npy of {data_dir} differ in length; "
-                          "prepare the dataset again.")
+        raise QrnnLmError(f"{name}.rare_logp.npy and {name}.ids.npy of {data_dir} differ in length; {again}.")
+    if not np.issubdtype(ids.dtype, np.integer) or not np.issubdtype(rare_logp.dtype, np.floating):
+        raise QrnnLmError(f"{name}.ids.npy or {name}.rare_logp.npy of {data_dir} has the wrong data type; {again}.")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool)
+                                             for k in ("tokens", "characters")):
+        raise QrnnLmError(f"{name}.meta.json of {data_dir} lacks its token and character counts; {again}.")
+    if meta["tokens"] != len(ids) or meta["characters"] <= 0:
+        raise QrnnLmError(f"{name}.meta.json of {data_dir} does not match {name}.ids.npy ({meta['tokens']} "
+                          f"tokens said, {len(ids)} found); {again}.")
     return Split(name, ids, rare_logp, meta)
 
 

@@ -7,11 +7,13 @@
 
 Checkpoints are plain dicts read with ``torch.load(weights_only=True)``, so a
 checkpoint file can never run code.  This module also holds the checkpoint
-file helpers that train.py uses (atomic save, checked load).
+file helpers that train.py uses (atomic save, checked load) and
+:func:`vectors_from_checkpoint` (word vectors for ``prepare --vectors``).
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pickle
 import zipfile
@@ -110,6 +112,8 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
 
 def load_vocab_dict(d: dict, path: str = "checkpoint"):
     from qrnn_lm.vocab import Vocabulary
+    Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
+                           "use another checkpoint or train again")
     try:
         return Vocabulary.from_dict(d)
     except QrnnLmError:
@@ -117,6 +121,58 @@ def load_vocab_dict(d: dict, path: str = "checkpoint"):
     except Exception as e:  # a malformed dict can fail in many ways; say where it came from
         raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
                           "the checkpoint is damaged or from another version.") from None
+
+
+def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Input embeddings of ``words`` from a trained qrnn_lm checkpoint.
+
+    Useful with a model trained on a larger vocabulary (a bigger
+    ``--vocab-size``): its kept words are this vocabulary's rare words.  Words
+    the checkpoint's model did not keep have no vector.  Returns
+    (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
+    """
+    hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
+    what = f"cannot read word vectors from --vectors file {path}"
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise QrnnLmError(f"{what} ({e.strerror or e}).") from None
+    if size == 0:
+        raise QrnnLmError(f"{what}: it is empty (0 bytes); {hint}.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message would suggest loading it unsafely: never pass it on
+        if "can still be loaded" in str(e):
+            raise QrnnLmError(f"{what}: it holds Python objects other than tensors and plain data "
+                              f"and was not loaded, because loading it could run code; {hint}.") from None
+        raise QrnnLmError(f"{what}: it is not a torch checkpoint; {hint}.") from None
+    except Exception:  # truncated zip, random bytes, another format: never a traceback
+        raise QrnnLmError(f"{what}: it is truncated, damaged or not a torch checkpoint; {hint}.") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("vocab"), dict) \
+            or not isinstance(ckpt.get("model"), dict):
+        raise QrnnLmError(f"{what}: it is not a qrnn_lm checkpoint (no model and vocabulary in it); {hint}.")
+    old = load_vocab_dict(ckpt["vocab"], path)
+    state = ckpt["model"]
+    weight = state.get("encoder.weight")
+    if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == len(old)):
+        cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")
+                 and v.dim() == 2 and v.shape[0] == len(old)]
+        if not cands:
+            raise QrnnLmError(f"{what}: it has no input embedding matrix with {len(old)} rows; {hint}.")
+        weight = cands[0]
+    if not weight.is_floating_point() or weight.shape[1] == 0:
+        raise QrnnLmError(f"{what}: its embedding matrix is empty or not floating point; {hint}.")
+    w = weight.float().numpy()
+    x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
+    has = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words):
+        j = old.word_to_id.get(word)
+        if j is not None:
+            x[i], has[i] = w[j], True
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= n[:, 0] > 0
+    return x / np.maximum(n, 1e-12), has
 
 
 # ---------------------------------------------------------------------------
@@ -185,7 +241,7 @@ class LanguageModel:
         ``</s>`` after every line, as ``prepare`` writes a split."""
         ids, lps, chars = [], [], 0
         for line in self.vocab.normalizer.lines(text.split("\n")):
-            i, lp = self.vocab.encode(line)
+            i, lp = self.vocab.encode_normalized(line)
             ids += [np.asarray(i, dtype=np.int64), np.array([self.vocab.eos_id], dtype=np.int64)]
             lps += [np.asarray(lp, dtype=np.float64), np.zeros(1)]
             chars += len(line) + 1
@@ -210,14 +266,26 @@ class LanguageModel:
                 "nll": nll / n, "tokens": n, "characters": chars}
 
     # -- generate ----------------------------------------------------------
+    @staticmethod
+    def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+        """QrnnLmError naming the first sampling setting that is out of range."""
+        bad = []
+        if not isinstance(max_tokens, numbers.Integral) or max_tokens < 0:
+            bad.append(f"--max-tokens {max_tokens} (need a whole number >= 0)")
+        if not math.isfinite(temperature) or temperature <= 0:
+            bad.append(f"--temperature {temperature} (need a finite number > 0)")
+        if not isinstance(top_k, numbers.Integral) or top_k < 0:
+            bad.append(f"--top-k {top_k} (need a whole number >= 0)")
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            bad.append(f"--top-p {top_p} (need 0 < p <= 1)")
+        if bad:
+            raise QrnnLmError("invalid sampling settings: " + "; ".join(bad) + ".")
+
     @torch.no_grad()
-    def generate(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None) -> str:
-        """Sample up to ``max_tokens`` tokens after ``prompt`` and return prompt +
-        continuation as text.  Bucket tokens are replaced by a concrete word drawn
-        from P(word | bucket); ``</s>`` ends a line."""
-        if max_tokens < 0 or temperature <= 0 or top_k < 0 or not 0 < top_p <= 1:
-            raise QrnnLmError("need --max-tokens >= 0, --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1.")
+    def _sample_words(self, prompt: str, max_tokens: int, temperature: float, top_k: int,
+                      top_p: float, seed: int | None):
+        """Yield sampled words one at a time (``</s>`` included, buckets expanded)."""
+        self.check_sampling(max_tokens, temperature, top_k, top_p)
         gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         eos = self.vocab.eos_id
         context = [eos]
@@ -228,7 +296,7 @@ class LanguageModel:
                 context.extend(int(i) for i in self.vocab.encode(line)[0])
         sentences = self.batching == "sentences"
         banned = self._banned_ids()
-        state, words = None, []
+        state = None
         if sentences:  # a line starts from a zero state: feed only the current line
             last_eos = len(context) - 1 - context[::-1].index(eos)
             context = context[last_eos:]
@@ -238,13 +306,36 @@ class LanguageModel:
             logp = self.model.log_probs(feats[-1, 0].unsqueeze(0))[0].float().cpu()
             nxt = self._sample(logp, temperature, top_k, top_p, banned, gen)
             if self.vocab.is_bucket(nxt):
-                words.append(self.vocab.sample_word(nxt, gen))
+                yield self.vocab.sample_word(nxt, gen)
             else:
-                words.append(self.vocab.id_to_token(nxt))  # </s> included: decode makes it a newline
+                yield self.vocab.id_to_token(nxt)  # </s> included: decode makes it a newline
             if nxt == eos and sentences:
                 state = None
             x = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
+
+    def generate(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None) -> str:
+        """Sample up to ``max_tokens`` tokens after ``prompt`` and return prompt +
+        continuation as text.  Bucket tokens are replaced by a concrete word drawn
+        from P(word | bucket); ``</s>`` ends a line."""
+        words = list(self._sample_words(prompt, max_tokens, temperature, top_k, top_p, seed))
         return prompt + self.vocab.decode(words)
+
+    def generate_stream(self, prompt: str = "", max_tokens: int = 100, temperature: float = 1.0,
+                        top_k: int = 0, top_p: float = 1.0, seed: int | None = None):
+        """:meth:`generate` as it happens: yields ``prompt``, then pieces of text
+        as tokens are sampled; the pieces join to what :meth:`generate` returns
+        with the same arguments."""
+        self.check_sampling(max_tokens, temperature, top_k, top_p)
+        yield prompt
+        decoder = _StreamDecoder(self.vocab)
+        for word in self._sample_words(prompt, max_tokens, temperature, top_k, top_p, seed):
+            piece = decoder.push(word)
+            if piece:
+                yield piece
+        piece = decoder.finish()
+        if piece:
+            yield piece
 
     def _banned_ids(self) -> list:
         """Special outputs other than </s> (e.g. padding) that must never be sampled."""
@@ -271,3 +362,37 @@ class LanguageModel:
             logits[order[drop]] = -float("inf")
         probs = torch.softmax(logits, -1)
         return int(torch.multinomial(probs, 1, generator=gen))
+
+
+class _StreamDecoder:
+    """Incremental ``vocab.decode``: text is released as soon as later words can
+    no longer change it (an unfinished UTF-8 byte sequence is held back).  A line
+    is re-detokenized from its last few words only, so a long line costs linear
+    time."""
+
+    REDO, KEEP = 256, 8
+
+    def __init__(self, vocab):
+        from qrnn_lm.vocab import EOS
+        self.vocab, self.eos = vocab, EOS
+        self.seg: list = []   # words of the current line still being detokenized
+        self.sent = 0         # characters of detokenize(seg) already released
+
+    def push(self, word: str) -> str:
+        if word == self.eos:
+            out = self.finish() + "\n"
+            return out
+        self.seg.append(word)
+        text = self.vocab.tokenizer.detokenize(self.seg)
+        stable = text.rstrip("\ufffd")
+        new = stable[self.sent:]
+        self.sent = max(self.sent, len(stable))
+        if len(self.seg) > self.REDO and stable == text:
+            self.seg = self.seg[-self.KEEP:]
+            self.sent = len(self.vocab.tokenizer.detokenize(self.seg))
+        return new
+
+    def finish(self) -> str:
+        out = self.vocab.tokenizer.detokenize(self.seg)[self.sent:] if self.seg else ""
+        self.seg, self.sent = [], 0
+        return out

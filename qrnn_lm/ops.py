@@ -76,6 +76,14 @@ def fo_pool_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None,
             and 0 at padding positions t >= lengths[b].
         c_n: (B, H) the state after each sequence's own last step (c0[b] or
             0 when lengths[b] == 0).
+
+    Padding positions are never read: whatever they hold (NaN and inf
+    included), ``c`` is 0 there, ``c_n`` and every valid step are unaffected
+    and the gradients at padding are 0, as in the compiled kernels.  Inside
+    a sequence IEEE arithmetic applies unchanged: a NaN in ``f``, ``z`` or
+    ``c0`` makes that sequence's ``c`` NaN from that step on (and ``c_n``),
+    an infinite ``z`` gives inf, or NaN where multiplied by 0 (``f == 1``);
+    other sequences and columns are unaffected.
     """
     _check_padded(f, z, c0, lengths, "fo_pool_reference")
     dtype = f.dtype
@@ -86,6 +94,10 @@ def fo_pool_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None,
     if lengths is not None:
         steps = torch.arange(T, device=f.device).unsqueeze(1)
         mask = (steps < lengths.to(f.device).unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
+        # Mask the inputs before computing: a NaN at padding would otherwise
+        # reach valid steps through the gradient (0 * NaN).
+        f = torch.where(mask, f, torch.zeros_like(f))
+        z = torch.where(mask, z, torch.zeros_like(z))
     order = range(T - 1, -1, -1) if reverse else range(T)
     fs, zs = f.unbind(0), z.unbind(0)
     out = [None] * T
@@ -117,6 +129,9 @@ def fo_pool_packed_reference(f: Tensor, z: Tensor, batch_sizes: Tensor,
     Returns:
         c: (N, H) state after every step, in the packed layout.
         c_n: (B, H) state after each sequence's own last step.
+
+    The packed layout has no padding; non-finite values behave as in
+    :func:`fo_pool_reference` (IEEE arithmetic within their own sequence).
     """
     _check_packed(f, z, batch_sizes, c0, "fo_pool_packed_reference")
     dtype = f.dtype
@@ -164,10 +179,24 @@ def fo_pool_fused_reference(gates: Tensor, c0: Optional[Tensor] = None,
     Returns:
         h: (T, B, H) = o * c (or c without output gate); 0 at padding.
         c_n: (B, H) final state per sequence.
+
+    Padding positions are never read (NaN/inf there give 0 outputs and 0
+    gradients), as in the compiled kernels.  In valid steps +-inf
+    pre-activations saturate (tanh -> +-1, sigmoid -> 0 or 1) and give finite
+    results; a NaN makes the outputs that depend on it NaN, here only through
+    its own gate, whereas the compiled kernels compute a column's three
+    activations together and make that column's state NaN from that step on.
+    Either way other columns and other sequences are unaffected.
     """
     _check_fused(gates, output_gate, "fo_pool_fused_reference")
     dtype = gates.dtype
-    z, f, o = _split_gates(_acc(gates), output_gate)
+    gates = _acc(gates)
+    if lengths is not None:
+        T = gates.shape[0]
+        steps = torch.arange(T, device=gates.device).unsqueeze(1)
+        mask = (steps < lengths.to(gates.device).unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
+        gates = torch.where(mask, gates, torch.zeros_like(gates))
+    z, f, o = _split_gates(gates, output_gate)
     c, c_n = fo_pool_reference(f, z, _acc(c0), lengths, reverse=reverse)
     h = c * o if output_gate else c
     return h.to(dtype), c_n.to(dtype)

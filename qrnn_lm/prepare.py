@@ -14,27 +14,63 @@ writes (see docs/DESIGN.md section 3)::
 
 ``--corpus debian-ja`` or ``--wiki-dump FILE [--sample N]`` replace
 ``--train/--valid/--test``: the text is first extracted to ``OUT/corpus/``.
+
+Everything is written into a staging directory beside ``OUT`` that replaces
+it only when complete; ``OUT`` must be new or empty unless ``--force``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import time
 import warnings
 
 import numpy as np
 
-from .corpus import TextNormalizer, read_text
+from .corpus import TextNormalizer, check_input_file, read_text
 from .errors import QrnnLmError
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
-from .vocab import (RARE_MODES, Vocabulary, ppmi_svd_vectors, read_vec_file,
-                    vectors_from_checkpoint)
+from .vocab import RARE_MODES, Vocabulary
+from .wordvec import ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    """Give an OSError raised while writing ``path`` that file's name (a
+    failed ``write()`` carries none)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
+
+
+def _write_npy(path: str, n: int, dtype, chunks) -> None:
+    """Write a 1-D .npy of ``n`` items from an iterable of arrays with plain
+    file writes (a full disk is then an OSError, never a crash in a memory map)."""
+    dtype = np.dtype(dtype)
+    with _writing(path), open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                "shape": (int(n),)})
+        written = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            f.write(chunk.tobytes())
+            written += len(chunk)
+        assert written == n, (path, written, n)
 
 
 class _RawWriter:
@@ -43,15 +79,18 @@ class _RawWriter:
 
     def __init__(self, path: str, dtype):
         self.path, self.dtype, self.n = path, np.dtype(dtype), 0
-        self._f = open(path + ".tmp", "wb")
+        with _writing(path + ".tmp"):
+            self._f = open(path + ".tmp", "wb")
 
     def write(self, a: np.ndarray) -> None:
         a = np.ascontiguousarray(a, dtype=self.dtype)
-        self._f.write(a.tobytes())
+        with _writing(self.path + ".tmp"):
+            self._f.write(a.tobytes())
         self.n += len(a)
 
     def close_raw(self) -> np.memmap:
-        self._f.close()
+        with _writing(self.path + ".tmp"):
+            self._f.close()
         if self.n == 0:
             return np.zeros(0, dtype=self.dtype)
         return np.memmap(self.path + ".tmp", dtype=self.dtype, mode="r", shape=(self.n,))
@@ -60,14 +99,8 @@ class _RawWriter:
         """Write ``path`` as .npy from the raw data (optionally mapped by
         ``transform(chunk) -> array``) and delete the raw file."""
         raw = self.close_raw()
-        first = transform(raw[:0]) if transform else raw[:0]
-        out = np.lib.format.open_memmap(self.path, mode="w+", dtype=first.dtype,
-                                        shape=(self.n,))
-        for s in range(0, self.n, _COPY_CHUNK):
-            chunk = np.asarray(raw[s:s + _COPY_CHUNK])
-            out[s:s + len(chunk)] = transform(chunk) if transform else chunk
-        out.flush()
-        del out, raw
+        _npy_from(raw, self.path, transform or (lambda c: c))
+        del raw
         os.remove(self.path + ".tmp")
 
 
@@ -89,9 +122,35 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
             buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
             workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
             window: int = 2, context_words: int = 5000, vector_dim: int = 64,
-            progress: bool = False, log=None) -> Vocabulary:
-    """Prepare a dataset directory; returns the Vocabulary. See the module docstring."""
-    log = log or (lambda msg: None)
+            progress: bool = False, log=None, force: bool = False) -> Vocabulary:
+    """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
+
+    ``out`` must be new or empty unless ``force``, which replaces it whole.  The
+    dataset is written to a temporary directory beside ``out`` and moved into
+    place when complete: a failed or interrupted run leaves ``out`` as it was.
+    """
+    kwargs = dict(tokenizer=tokenizer, vocab_size=vocab_size, rare=rare, buckets=buckets,
+                  vectors=vectors, pos_depth=pos_depth, workers=workers, seed=seed, nfkc=nfkc,
+                  max_line_chars=max_line_chars, window=window, context_words=context_words,
+                  vector_dim=vector_dim, progress=progress, log=log)
+    _check_settings(train, valid, test, **kwargs)
+    with staged_output(out, force=force, inputs={"--train": train, "--valid": valid,
+                                                 "--test": test, "--vectors": vectors},
+                       log=log) as tmp:
+        vocab = _prepare_into(train, valid, test, tmp, final=out, **kwargs)
+    vocab.directory = os.path.abspath(out)
+    return vocab
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_settings(train, valid, test, *, rare, buckets, workers, vectors, **_):
     if rare not in RARE_MODES:
         raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
     if rare in ("kmeans", "pos+kmeans") and not buckets:
@@ -99,11 +158,33 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
     if workers < 1:
         raise QrnnLmError("--workers must be at least 1.")
     for name, path in (("train", train), ("valid", valid), ("test", test)):
-        if path is not None and not os.path.isfile(path):
-            raise QrnnLmError(f"--{name} file {path} does not exist.")
-    if vectors is not None and not os.path.isfile(vectors):
-        raise QrnnLmError(f"--vectors file {vectors} does not exist.")
-    os.makedirs(out, exist_ok=True)
+        if path is not None:
+            check_input_file(path, f"--{name} file")
+    if vectors is not None:
+        check_input_file(vectors, "--vectors file")
+
+
+def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
+                  final: str | None = None, tokenizer: str = "mecab", vocab_size: int = 50000,
+                  rare: str = "pos", buckets: int | None = None, vectors: str | None = None,
+                  pos_depth: int = 2, workers: int = 1, seed: int = 0, nfkc: bool = True,
+                  max_line_chars: int = 4000, window: int = 2, context_words: int = 5000,
+                  vector_dim: int = 64, progress: bool = False, log=None) -> Vocabulary:
+    """Write the dataset into ``out`` (a fresh directory that will become
+    ``final``)."""
+    log = log or (lambda msg: None)
+    _check_settings(train, valid, test, rare=rare, buckets=buckets, workers=workers,
+                    vectors=vectors)
+    if workers > usable_cpus():
+        log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
+        workers = usable_cpus()
+    final = final or out
+
+    def source_name(path):  # corpus files extracted into ``out`` end up in ``final``
+        path = os.path.abspath(path)
+        tmp = os.path.abspath(out) + os.sep
+        return os.path.join(os.path.abspath(final), path[len(tmp):]) if path.startswith(tmp) else path
+
     normalizer = TextNormalizer(nfkc=nfkc, max_line_chars=max_line_chars)
     t0 = time.time()
     tok = _make_tokenizer(tokenizer, train, out, vocab_size, normalizer, seed, workers)
@@ -149,20 +230,11 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
     if rare in ("kmeans", "pos+kmeans"):
         if vectors is not None and vectors.endswith((".pt", ".pth")):
             def vec_fn(words):
+                from .lm import vectors_from_checkpoint
                 return vectors_from_checkpoint(vectors, words)
         elif vectors is not None:
             def vec_fn(words):
-                table = read_vec_file(vectors, words)
-                dims = {v.shape[0] for v in table.values()}
-                dim = dims.pop() if dims else 1
-                x = np.zeros((len(words), dim), dtype=np.float32)
-                has = np.zeros(len(words), dtype=bool)
-                for i, w in enumerate(words):
-                    v = table.get(w)
-                    if v is not None:
-                        x[i], has[i] = v, True
-                n = np.linalg.norm(x, axis=1, keepdims=True)
-                return x / np.maximum(n, 1e-12), has
+                return vec_file_vectors(vectors, words)
         else:
             def vec_fn(words):
                 t1 = time.time()
@@ -185,8 +257,9 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
         normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
         extra={"vectors": vectors or ("corpus" if vec_fn else None)})
     vocab.directory = os.path.abspath(out)
-    vocab._tokenizer = tok
-    vocab.save(out)
+    vocab.tokenizer = tok
+    with _writing(os.path.join(out, "vocab.json")):
+        vocab.save(out)
     n_rare = len(vocab.rare_words)
     log(f"vocabulary: {len(vocab)} outputs ({len(vocab.word_to_id)} words, "
         f"{len(vocab.buckets)} buckets, </s>), {n_rare} rare words")
@@ -201,16 +274,176 @@ def prepare(train: str, valid: str | None, test: str | None, out: str, *,
     writer.finish(lambda c: out_id[c])
     bucket_tokens = int(sum(counts[g] for g in range(1, len(types))
                             if vocab.is_bucket(int(out_id[g]))))
-    _write_meta(out, "train", int(counts.sum()), lines, chars, stats, train,
+    _write_meta(out, "train", int(counts.sum()), lines, chars, stats, source_name(train),
                 vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
     del type_stream
     # ---- valid / test
     for split, path in (("valid", valid), ("test", test)):
         if path is None:
             continue
-        _encode_split(vocab, tok, split, path, out, normalizer, workers, progress)
-    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(out)}")
+        _encode_split(vocab, tok, split, path, out, normalizer, workers, progress,
+                      source_name(path))
+    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
     return vocab
+
+
+# --------------------------------------------------------------------------
+# the output directory: staged beside --out, swapped in when complete
+# --------------------------------------------------------------------------
+
+_STAGE_TAG = ".prepare-"
+
+
+def _stage_prefix(out: str) -> str:
+    return f".{os.path.basename(out)}{_STAGE_TAG}{socket.gethostname()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_staging(parent: str, log=None) -> None:
+    """Remove what killed runs of ``prepare`` left in ``parent``: staging
+    directories ``.NAME.prepare-HOST-PID-*`` of this host whose process is gone."""
+    marker = f"{_STAGE_TAG}{socket.gethostname()}-"
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(".") or marker not in name:
+            continue
+        pid = name.rsplit(marker, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            if log:
+                log(f"removed {os.path.join(parent, name)}, left by an interrupted prepare")
+
+
+def _remove_orphan_parts(out: str, log=None) -> None:
+    """``*.npy.tmp`` / ``vocab.json.tmp`` inside ``out``: raw parts that an
+    earlier prepare writing directly into ``out`` left when it failed."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith((".npy.tmp", "vocab.json.tmp")):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, name))
+                if log:
+                    log(f"removed {os.path.join(out, name)}, left by a failed prepare")
+
+
+def _check_out(out: str, force: bool, inputs: dict) -> str:
+    """The absolute --out path after checking it can become the dataset."""
+    if not out:
+        raise QrnnLmError("--out must name a directory.")
+    path = os.path.realpath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise QrnnLmError(f"--out {out} is a file, not a directory; give a directory path.")
+    anc = os.path.dirname(path)
+    while anc and not os.path.exists(anc):
+        anc = os.path.dirname(anc)
+    if anc and not os.path.isdir(anc):
+        raise QrnnLmError(f"--out {out} cannot be created because {anc} is a file, not a "
+                          "directory.")
+    if os.path.isdir(path) and os.listdir(path):
+        if not force:
+            raise QrnnLmError(f"--out {out} is not empty (it holds {sorted(os.listdir(path))[0]}"
+                              f"{' and more' if len(os.listdir(path)) > 1 else ''}); give a new "
+                              "or empty directory, or --force to replace it whole.")
+        cwd = os.path.realpath(os.getcwd())
+        if cwd == path or cwd.startswith(path + os.sep):
+            raise QrnnLmError(f"--force would delete --out {out}, which holds the current "
+                              "directory; run prepare from elsewhere.")
+        for flag, p in inputs.items():
+            if p is None:
+                continue
+            rp = os.path.realpath(p)
+            if rp == path or rp.startswith(path + os.sep):
+                raise QrnnLmError(f"{flag} {p} lies inside --out {out}, which --force would "
+                                  "delete; move it out of that directory first.")
+    return path
+
+
+@contextlib.contextmanager
+def staged_output(out: str, *, force: bool = False, inputs: dict | None = None, log=None):
+    """Yield a new directory beside ``out`` to write a dataset into; when the
+    block ends without an exception it replaces ``out`` (which must be new or
+    empty unless ``force``), otherwise it is deleted and ``out`` is untouched.
+    An OSError inside the block becomes a QrnnLmError naming the file."""
+    if out and os.path.isdir(out):
+        _remove_orphan_parts(os.path.realpath(out), log)
+    path = _check_out(out, force, inputs or {})
+    parent = os.path.dirname(path)
+    remove_stale_staging(parent, log)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-", dir=parent)
+    except OSError as e:
+        if isinstance(e.filename, str) and _STAGE_TAG in e.filename:
+            e.filename = parent   # the staging directory is an internal name
+        raise QrnnLmError(f"cannot create --out {out}: {os_error_reason(e)}.") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield tmp
+        old = None
+        cwd = os.path.realpath(os.getcwd())
+        if os.path.isdir(path) and not os.listdir(path) and (
+                cwd == path or cwd.startswith(path + os.sep)):
+            # an empty --out that is (or holds) the working directory stays in
+            # place: move the files in, vocab.json last
+            names = sorted(os.listdir(tmp), key=lambda n: n == "vocab.json")
+            for name in names:
+                os.replace(os.path.join(tmp, name), os.path.join(path, name))
+            os.rmdir(tmp)
+            return
+        if os.path.isdir(path):
+            if os.listdir(path):
+                old = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-old-",
+                                       dir=parent)
+                os.replace(path, os.path.join(old, "dataset"))
+            else:
+                os.rmdir(path)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name = e.filename if isinstance(e.filename, str) else None
+        if name and os.path.abspath(name).startswith(tmp + os.sep):
+            e.filename = os.path.join(out, os.path.relpath(os.path.abspath(name), tmp))
+        raise QrnnLmError(f"cannot write the dataset: {os_error_reason(e)}; the partial files "
+                          f"were removed and --out {out} is as it was before.") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def os_error_reason(e: OSError) -> str:
+    """The cause of an OSError in a few words, naming its file."""
+    name = f" (writing {e.filename})" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full{name}, free some space and run prepare again"
+    if e.errno == errno.EDQUOT:
+        return f"the disk quota is exceeded{name}, free some space and run prepare again"
+    name = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{name}, choose a place you can write to"
+    if e.errno == errno.EROFS:
+        return f"the file system is read-only{name}, choose a writable place"
+    if e.errno == errno.ENOTDIR:
+        return f"a part of the path is a file, not a directory{name}"
+    return f"{e.strerror or e}{name}"
 
 
 class _Mapped:
@@ -227,16 +460,13 @@ class _Mapped:
 
 
 def _npy_from(raw, path, transform):
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=transform(raw[:0]).dtype,
-                                    shape=(len(raw),))
-    for s in range(0, len(raw), _COPY_CHUNK):
-        c = np.asarray(raw[s:s + _COPY_CHUNK])
-        out[s:s + len(c)] = transform(c)
-    out.flush()
-    del out
+    dtype = transform(raw[:0]).dtype
+    _write_npy(path, len(raw), dtype,
+               (transform(np.asarray(raw[s:s + _COPY_CHUNK]))
+                for s in range(0, len(raw), _COPY_CHUNK)))
 
 
-def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress):
+def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress, source):
     cache: dict = {}
     stats: dict = {}
     w_ids = _RawWriter(os.path.join(out, f"{split}.ids.npy"), np.int32)
@@ -258,12 +488,12 @@ def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress):
         w_ids.write(m_id[chunk.ids])
         w_lp.write(m_lp[chunk.ids])
         unseen += int(new[chunk.ids].sum())
-        in_bucket += int(vocab._is_bucket[m_id[chunk.ids]].sum())
+        in_bucket += int(vocab.bucket_mask[m_id[chunk.ids]].sum())
         lines += chunk.lines
         chars += chunk.characters
     w_ids.finish()
     w_lp.finish()
-    _write_meta(out, split, w_ids.n, lines, chars, stats, path, vocab,
+    _write_meta(out, split, w_ids.n, lines, chars, stats, source, vocab,
                 bucket_tokens=in_bucket, unseen_tokens=unseen)
 
 
@@ -272,7 +502,8 @@ def _write_meta(out, split, tokens, lines, chars, stats, source, vocab, **extra)
             "source": os.path.abspath(source), "invalid_utf8": int(stats.get("invalid_utf8", 0)),
             "tokenizer": vocab.tokenizer_config["type"], "rare": vocab.rare_mode,
             "vocab_size": len(vocab), **{k: int(v) for k, v in extra.items()}}
-    with open(os.path.join(out, f"{split}.meta.json"), "w", encoding="utf-8") as f:
+    path = os.path.join(out, f"{split}.meta.json")
+    with _writing(path), open(path, "w", encoding="utf-8") as f:
         json.dump(meta, f, ensure_ascii=False, indent=1)
         f.write("\n")
 
@@ -297,7 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--heldout", type=float, default=None,
                      help="with --corpus/--wiki-dump: fraction of documents for valid and "
                           "for test each (default 0.05 debian-ja, 0.01 Wikipedia)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True,
+                   help="output directory: new or empty (see --force); written only when complete")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --out whole (the old dataset is deleted once the "
+                        "new one is complete)")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
     p.add_argument("--vocab-size", type=int, default=50000,
                    help="kept words (sentencepiece: pieces); others go to buckets")
@@ -335,35 +570,46 @@ def main(argv: list[str]) -> int:
             if valid or test:
                 raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
                                   "--wiki-dump, which make their own splits.")
-            from . import corpus as C
-            cdir = os.path.join(args.out, "corpus")
             h = args.heldout
             if h is not None and not 0 <= h < 0.5:
                 raise QrnnLmError("--heldout must be in [0, 0.5).")
-            if args.corpus:
-                h = 0.05 if h is None else h
-                paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h, log=log)
-            else:
-                h = 0.01 if h is None else h
-                paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
-                                            valid_fraction=h, test_fraction=h, log=log)
-            train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
+            if args.wiki_dump:
+                check_input_file(args.wiki_dump, "--wiki-dump file")
         elif valid is None:
             raise QrnnLmError("--train needs --valid (and optionally --test).")
+        settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
+                        buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
+                        workers=args.workers, seed=args.seed, nfkc=args.nfkc,
+                        max_line_chars=args.max_line_chars, window=args.window,
+                        context_words=args.context_words, vector_dim=args.vector_dim,
+                        progress=not args.quiet, log=log)
+        _check_settings(train, valid, test, **settings)
+        TextNormalizer(max_line_chars=args.max_line_chars)  # checks the flag before any work
+        inputs = {"--train": train, "--valid": valid, "--test": test,
+                  "--vectors": args.vectors, "--wiki-dump": args.wiki_dump}
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = (lambda message, *a, **k:
                                     print(f"warning: {message}", file=sys.stderr))
-            prepare(train, valid, test, args.out, tokenizer=args.tokenizer,
-                    vocab_size=args.vocab_size, rare=args.rare, buckets=args.buckets,
-                    vectors=args.vectors, pos_depth=args.pos_depth, workers=args.workers,
-                    seed=args.seed, nfkc=args.nfkc, max_line_chars=args.max_line_chars,
-                    window=args.window, context_words=args.context_words,
-                    vector_dim=args.vector_dim, progress=not args.quiet, log=log)
+            with staged_output(args.out, force=args.force, inputs=inputs, log=log) as tmp:
+                if args.corpus or args.wiki_dump:
+                    from . import corpus as C
+                    cdir = os.path.join(tmp, "corpus")
+                    h = args.heldout
+                    if args.corpus:
+                        h = 0.05 if h is None else h
+                        paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h,
+                                                    log=log)
+                    else:
+                        h = 0.01 if h is None else h
+                        paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
+                                                    valid_fraction=h, test_fraction=h, log=log)
+                    train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
+                _prepare_into(train, valid, test, tmp, final=args.out, **settings)
     except QrnnLmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted.", file=sys.stderr)
+        print(f"error: interrupted; --out {args.out} is as it was before.", file=sys.stderr)
         return 130
     return 0

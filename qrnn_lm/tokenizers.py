@@ -29,6 +29,7 @@ import collections
 import multiprocessing
 import os
 import re
+import signal
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -220,6 +221,9 @@ _WORKER_TOKENIZER = None
 
 def _init_worker(tok_dict: dict, directory: str | None) -> None:
     global _WORKER_TOKENIZER
+    # Ctrl-C reaches the whole process group: the parent stops the pool and
+    # reports it once; workers must not print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_TOKENIZER = tokenizer_from_dict(tok_dict, directory)
 
 
@@ -276,8 +280,9 @@ def tokenize_stream(tokenizer, lines: Iterable[str], workers: int = 1, *,
                 yield out
             return
         ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker,
-                      initargs=(tokenizer.to_dict(), directory)) as pool:
+        pool = ctx.Pool(workers, initializer=_init_worker,
+                        initargs=(tokenizer.to_dict(), directory))
+        try:
             # pool.imap would drain the input iterator as fast as it can (the
             # whole corpus in RAM); a bounded queue of pending chunks keeps
             # the read-ahead at a few chunks per worker and the output ordered.
@@ -294,6 +299,35 @@ def tokenize_stream(tokenizer, lines: Iterable[str], workers: int = 1, *,
                 if bar is not None:
                     bar.update(out.lines)
                 yield out
+        except BaseException:   # Ctrl-C, an unreadable input, the consumer stopping
+            _stop_pool_now(pool)
+            raise
+        pool.close()
+        pool.join()
     finally:
         if bar is not None:
             bar.close()
+
+
+def _stop_pool_now(pool) -> None:
+    """Stop a pool whose tasks are still running, without waiting on its queues.
+
+    ``Pool.terminate`` writes a sentinel to the result queue under a lock that
+    a worker may hold while it blocks writing a result nobody reads any more,
+    and then waits forever; killing the workers and dropping the pool's
+    finalizer cannot hang."""
+    finalizer, procs = getattr(pool, "_terminate", None), getattr(pool, "_pool", None)
+    if finalizer is None or procs is None:   # another multiprocessing: the plain way
+        pool.terminate()
+        return
+    from multiprocessing.pool import TERMINATE
+    finalizer.cancel()
+    pool._state = TERMINATE
+    for name in ("_worker_handler", "_task_handler", "_result_handler"):
+        handler = getattr(pool, name, None)
+        if handler is not None:   # no new workers; the threads end when they wake
+            handler._state = TERMINATE
+    for p in list(procs):
+        p.kill()
+    for p in list(procs):
+        p.join(timeout=5)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from qrnn_lm.corpus import check_input_file
 from qrnn_lm.data import load_split, make_batches
 from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.lm import (BEST, LAST, bits_per_char, build_model, load_checkpoint, load_vocab_dict,
@@ -124,8 +125,7 @@ def prepare_on_the_fly(args, is_master: bool, distributed: bool) -> str:
     directory named by a hash of the files' contents and the prepare flags."""
     files = {s: getattr(args, s) for s in ("train", "valid", "test") if getattr(args, s)}
     for split, path in files.items():
-        if not os.path.isfile(path):
-            raise QrnnLmError(f"--{split} file {path} does not exist.")
+        check_input_file(path, f"--{split} file")  # missing, a directory, not a file
         if os.path.getsize(path) == 0:
             raise QrnnLmError(f"--{split} file {path} is empty; give it some text (one paragraph a line).")
     if args.vectors and not os.path.isfile(args.vectors):

@@ -10,8 +10,9 @@ import torch
 
 from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.prepare import prepare
-from qrnn_lm.vocab import (SpellingModel, Vocabulary, _allocate, kmeans_assign, read_vec_file,
-                           token_log_probs)
+from qrnn_lm.spelling import SpellingModel
+from qrnn_lm.vocab import Vocabulary, token_log_probs
+from qrnn_lm.wordvec import allocate_clusters, kmeans_assign, read_vec_file
 
 FOODS = ["りんご", "バナナ", "みかん", "ぶどう", "いちご", "メロン"]
 PLACES = ["東京", "大阪", "京都", "札幌", "福岡", "名古屋"]
@@ -256,10 +257,10 @@ def test_vec_file_vectors_and_pos_fallback(corpus, tmp_path):
 
 def test_allocate_clusters():
     # one each, then the 7 left by largest remainder over the room left (99 : 9)
-    assert _allocate(10, {"a": 100, "b": 1, "c": 10}) == {"a": 7, "b": 1, "c": 2}
-    assert sum(_allocate(7, {"a": 3, "b": 3, "c": 30}).values()) == 7
-    assert _allocate(2, {"a": 5, "b": 5, "c": 5}) == {"a": 1, "b": 1, "c": 1}
-    assert _allocate(50, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
+    assert allocate_clusters(10, {"a": 100, "b": 1, "c": 10}) == {"a": 7, "b": 1, "c": 2}
+    assert sum(allocate_clusters(7, {"a": 3, "b": 3, "c": 30}).values()) == 7
+    assert allocate_clusters(2, {"a": 5, "b": 5, "c": 5}) == {"a": 1, "b": 1, "c": 1}
+    assert allocate_clusters(50, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
 
 
 def test_bad_vocabulary_files(tmp_path):

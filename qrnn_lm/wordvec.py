@@ -1,0 +1,211 @@
+"""Word vectors for rare-word k-means, and the clustering itself.
+
+Every vector source returns ``(float32 (n, d) L2-normalised, has_vector bool
+(n,))`` for a list of words; :func:`kmeans_assign` clusters the rows with
+faiss.  Sources: :func:`ppmi_svd_vectors` (co-occurrence in the training
+stream), :func:`vec_file_vectors` (a word2vec/fastText ``.vec`` file) and
+``qrnn_lm.lm.vectors_from_checkpoint`` (a trained model).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import QrnnLmError
+
+
+def read_vec_file(path: str, words: Iterable[str]) -> dict:
+    """Vectors of ``words`` from a word2vec/fastText text file (``N D``
+    header, then ``word v1 ... vD`` per line).  Returns {word: float32 (D,)}."""
+    wanted = set(words)
+    out = {}
+    try:
+        f = open(path, encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise QrnnLmError(f"cannot read vector file {path}: {e.strerror or e}.") from e
+    with f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(h.isdigit() for h in header):
+            raise QrnnLmError(f"{path} does not start with an 'N D' header line; "
+                              "give a word2vec/fastText .vec text file.")
+        dim = int(header[1])
+        if dim <= 0:
+            raise QrnnLmError(f"{path}: the header says dimension {dim}; it must be positive.")
+        for lineno, line in enumerate(f, start=2):
+            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if len(parts) == 1 and not parts[0]:
+                continue
+            if len(parts) != dim + 1:
+                raise QrnnLmError(f"{path} line {lineno} has {len(parts) - 1} numbers after "
+                                  f"the word but the header says dimension {dim}; fix the "
+                                  "file or its header.")
+            w = parts[0]
+            if w in wanted:
+                try:
+                    out[w] = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise QrnnLmError(f"{path} line {lineno} has a value that is not a "
+                                      "number.") from None
+    return out
+
+def vec_file_vectors(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of ``words`` from a ``.vec`` text file; words not in it have none."""
+    table = read_vec_file(path, words)
+    dims = {v.shape[0] for v in table.values()}
+    dim = dims.pop() if dims else 1
+    x = np.zeros((len(words), dim), dtype=np.float32)
+    has = np.zeros(len(words), dtype=bool)
+    for i, w in enumerate(words):
+        v = table.get(w)
+        if v is not None:
+            x[i], has[i] = v, True
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12), has
+
+
+def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
+                     window: int = 2, context_words: int = 5000, dim: int = 64,
+                     seed: int = 0, chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Word vectors from co-occurrence: positive PMI + truncated SVD.
+
+    ``stream``: int (N,) word indices in [0, n_words), read in chunks (a
+    memmap is fine).  ``rows``: indices of the words that need vectors.
+    Contexts are the ``context_words`` most frequent words within
+    ``window`` positions on either side.  PMI uses the context distribution
+    smoothed with exponent 0.75 (Levy, Goldberg & Dagan 2015); the sparse PPMI
+    matrix is factored with ``torch.svd_lowrank`` (seeded) and the vectors are
+    U * sqrt(S), L2-normalised.
+
+    Returns (vectors float32 (len(rows), dim'), has_vector bool (len(rows),));
+    words that never co-occur with a context word have no vector.
+    """
+    import torch
+
+    n = len(stream)
+    freq = np.zeros(n_words, dtype=np.int64)
+    for s in range(0, n, chunk):
+        freq += np.bincount(np.asarray(stream[s:s + chunk]), minlength=n_words)
+    n_ctx = min(context_words, n_words)
+    ctx_words = np.argsort(-freq, kind="stable")[:n_ctx]
+    col_of = np.full(n_words, -1, dtype=np.int64)
+    col_of[ctx_words] = np.arange(n_ctx)
+    row_of = np.full(n_words, -1, dtype=np.int64)
+    row_of[rows] = np.arange(len(rows))
+
+    parts = []  # (unique keys, counts) per chunk; key = row * n_ctx + col
+    for s in range(0, n, chunk):
+        a = np.asarray(stream[max(0, s - window):min(n, s + chunk + window)], dtype=np.int64)
+        lo = s - max(0, s - window)  # the centre positions this chunk owns
+        centre = np.arange(lo, lo + min(chunk, n - s))
+        r_all = row_of[a[centre]]
+        sel = centre[r_all >= 0]
+        keys = []
+        for o in range(1, window + 1):
+            for other in (sel + o, sel - o):
+                ok = (other >= 0) & (other < len(a))
+                c = col_of[a[other[ok]]]
+                r = row_of[a[sel[ok]]]
+                keys.append(r[c >= 0] * n_ctx + c[c >= 0])
+        parts.append(np.unique(np.concatenate(keys), return_counts=True))
+    all_u = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    all_c = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    u, inv = np.unique(all_u, return_inverse=True)
+    c = np.bincount(inv, weights=all_c).astype(np.float64)
+    r = u // n_ctx
+    col = u % n_ctx
+    n_rows = len(rows)
+    has = np.zeros(n_rows, dtype=bool)
+    if len(u) == 0:
+        return np.zeros((n_rows, 1), np.float32), has
+    row_tot = np.bincount(r, weights=c, minlength=n_rows)
+    col_tot = np.bincount(col, weights=c, minlength=n_ctx) ** 0.75
+    pmi = np.log(c) + np.log(col_tot.sum()) - np.log(row_tot[r]) - np.log(col_tot[col])
+    pos = pmi > 0
+    r, col, val = r[pos], col[pos], pmi[pos]
+    has[np.unique(r)] = True
+    q = max(1, min(dim, n_rows, n_ctx))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        a = torch.sparse_coo_tensor(torch.from_numpy(np.stack([r, col])),
+                                    torch.from_numpy(val), (n_rows, n_ctx),
+                                    check_invariants=True).coalesce()
+        if q >= min(n_rows, n_ctx):
+            U, S, _ = torch.linalg.svd(a.to_dense(), full_matrices=False)
+            U, S = U[:, :q], S[:q]
+        else:
+            U, S, _ = torch.svd_lowrank(a, q=q, niter=6)
+    vec = (U * S.clamp_min(0).sqrt()).numpy()
+    # SVD signs are arbitrary; fix them so the vectors are reproducible.
+    flip = np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(vec.shape[1])])
+    vec = vec * np.where(flip == 0, 1, flip)
+    norm = np.linalg.norm(vec, axis=1, keepdims=True)
+    has &= norm[:, 0] > 1e-12
+    vec = np.where(norm > 1e-12, vec / np.maximum(norm, 1e-12), 0.0)
+    return vec.astype(np.float32), has
+
+
+def kmeans_assign(x: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
+    """Cluster the rows of ``x`` (n, d) into ``k`` groups with faiss; returns
+    int64 (n,) labels.
+
+    faiss silently subsamples to ``max_points_per_centroid * k`` points and
+    prints a warning below ``min_points_per_centroid * k``; both are switched
+    off here (all points are used; a Python warning is raised instead when
+    clusters would be tiny).  One thread and a fixed seed keep the result
+    deterministic.
+    """
+    import faiss
+
+    n = len(x)
+    if k > n:
+        raise QrnnLmError(f"--buckets {k} is larger than the number of rare words with "
+                          f"vectors ({n}); use fewer buckets or a larger corpus.")
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    if n < 4 * k:
+        warnings.warn(f"k-means: only {n} rare words for {k} clusters; clusters will be "
+                      "tiny. Consider fewer --buckets.", stacklevel=2)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, verbose=False,
+                          max_points_per_centroid=max(n, 1), min_points_per_centroid=1)
+        km.train(x)
+        _, labels = km.index.search(x, 1)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return labels[:, 0].astype(np.int64)
+
+
+def allocate_clusters(total: int, sizes: dict) -> dict:
+    """Split ``total`` clusters over groups: one each, the rest proportionally
+    to the group sizes (largest remainder), never more than a group's size."""
+    groups = sorted(sizes)
+    alloc = {g: 1 for g in groups}
+    left = total - len(groups)
+    while left > 0:
+        room = {g: sizes[g] - alloc[g] for g in groups if sizes[g] > alloc[g]}
+        if not room:
+            break
+        n = sum(room.values())
+        raw = {g: left * room[g] / n for g in room}
+        give = {g: min(room[g], int(raw[g])) for g in room}
+        rest = left - sum(give.values())
+        for g in sorted(room, key=lambda g: (-(raw[g] - int(raw[g])), g)):
+            if rest <= 0:
+                break
+            if give[g] < room[g]:
+                give[g] += 1
+                rest -= 1
+        for g, k in give.items():
+            alloc[g] += k
+        given = sum(give.values())
+        if given == 0:
+            break
+        left -= given
+    return alloc
