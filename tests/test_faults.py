@@ -22,8 +22,7 @@ from qrnn_lm import corpus as C
 from qrnn_lm.cli import evaluate_main, generate_main
 from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.train import main as train_main
-from test_lm import TINY, char_data, write_corpus  # noqa: F401  (fixture)
-from test_train import assert_one_sentence_error
+from conftest import TINY, assert_one_sentence_error, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
