@@ -75,6 +75,25 @@ MEM_METHODS = [("full", "full softmax"), ("buckets", "40% kept + 256 buckets, fu
 SAMPLES, SAMPLE_TOKENS = 5, 60
 REPEAT, REPEAT_SEED = ["unk", "kmeans256"], 2   # rare-word runs repeated with another seed
 
+# Rare-word sweep: every scheme trained for the same number of steps.
+SWEEP_MODEL = ["--rnn", "qrnn", "--emsize", "64", "--nhid", "128", "--nlayers", "2", "--softmax", "full",
+               "--dropout", "0.1", "--dropouth", "0.1", "--dropouti", "0.1", "--dropoute", "0.0",
+               "--batch_size", "32", "--bptt", "70", "--optimizer", "adamw", "--lr", "3e-3",
+               "--eval-batch-size", "32", "--no-progress", "--lr-decay", "1.0", "--epochs", "1000",
+               "--log-interval", "50"]
+SWEEP_SCHEMES = [  # (name, label, prepare flags beyond --vocab-size N; {K}, {FASTTEXT}, {CONTEXT} filled in)
+    ("unk", "unk (1 bucket)", ["--rare", "unk"]),
+    ("pos", "pos, depth 2", ["--rare", "pos", "--pos-depth", "2"]),
+    ("pos+script", "pos × character type", ["--rare", "pos+script", "--pos-depth", "2"]),
+    ("kmeans-ppmi", "k-means, PPMI-SVD vectors", ["--rare", "kmeans", "--buckets", "{K}", "--vectors", "ppmi"]),
+    ("kmeans-fasttext", "k-means, fastText vectors", ["--rare", "kmeans", "--buckets", "{K}",
+                                                      "--vectors", "{FASTTEXT}"]),
+    ("kmeans-context", "k-means, context vectors (unk model)", ["--rare", "kmeans", "--buckets", "{K}",
+                                                                "--vectors", "{CONTEXT}"]),
+    ("pos+kmeans-fasttext", "pos+kmeans, fastText vectors", ["--rare", "pos+kmeans", "--buckets", "{K}",
+                                                             "--pos-depth", "2", "--vectors", "{FASTTEXT}"]),
+]
+
 PROFILES = {
     # Minutes of training per rare-word run and per QRNN/LSTM run.  Validation intervals (steps) give every QRNN/LSTM run about ten
     # validations in its budget (the LSTM takes about half as many steps, and
@@ -84,13 +103,20 @@ PROFILES = {
     "real": {"rare_minutes": 1.5, "rnn_minutes": 2.0, "eval_interval": {"qrnn-stream": 60, "lstm-stream": 30,
                                                                          "qrnn-sentences": 180, "lstm-sentences": 90},
              "log_interval": 10, "methods": [m[0] for m in RARE_METHODS], "mem_sizes": MEM_SIZES,
-             "workers": 2},
+             "workers": 2,
+             # 2 shares x 6 schemes x 3 seeds fit in ~40 minutes of a shared 2-core machine;
+             # kmeans-ppmi (section 1's k-means) is left out for time.
+             "sweep": {"shares": [0.10, 0.20], "steps": 60, "seeds": [1, 2, 3], "buckets": 64,
+                       "samples": 20, "sample_tokens": 60, "valid_every": 16,
+                       "schemes": [n for n, _, _ in SWEEP_SCHEMES if n != "kmeans-ppmi"]}},
     "quick": {"rare_minutes": 0.1, "rnn_minutes": 0.15, "eval_interval": {"qrnn-stream": 5, "lstm-stream": 5,
                                                                            "qrnn-sentences": 5, "lstm-sentences": 5},
               "log_interval": 1, "methods": ["full", "unk", "pos1", "kmeans64", "kmeans256", "sentencepiece",
                                              "char"],
               "mem_sizes": [10_000, 30_000], "workers": 1,
-              "lines": {"train": 3000, "valid": 800, "test": 300}},
+              "lines": {"train": 3000, "valid": 800, "test": 300},
+              "sweep": {"shares": [0.1, 0.2], "steps": 5, "seeds": [1, 2], "buckets": 8, "valid_every": 4,
+                        "samples": 2, "sample_tokens": 20, "schemes": [n for n, _, _ in SWEEP_SCHEMES]}},
 }
 
 
@@ -188,7 +214,8 @@ def prepare(name: str, flags: list, files: dict, args, profile, store: Store) ->
     """Prepare one dataset (skipped when done); returns its summary."""
     out = os.path.join(args.work, "data", name)
     done = store.get("datasets", name)
-    if done and os.path.isfile(os.path.join(out, "test.meta.json")) and name not in args.redo:
+    if done and any(os.path.isfile(os.path.join(out, f"{s}.meta.json")) for s in ("test", HELDOUT)) \
+            and name not in args.redo:
         return done
     if os.path.exists(out):
         shutil.rmtree(out)
@@ -216,6 +243,7 @@ def prepare(name: str, flags: list, files: dict, args, profile, store: Store) ->
 # ---------------------------------------------------------------------------
 # training, evaluation, samples
 # ---------------------------------------------------------------------------
+HELDOUT = "heldout"  # the test split of sweep datasets, renamed so train.py does not score it too
 _STEP = re.compile(r"\| step +(\d+) ")
 _VALID = re.compile(r"^\| validation \| step +(\d+) ")
 
@@ -408,7 +436,7 @@ def exp_repeat(args, profile, files, store):
         log(f"  {key}: test bpc {r['test_bpc']:.4f}, {r['steps']} steps")
 
 
-def token_nll(run_dir: str, data_dir: str):
+def token_nll(run_dir: str, data_dir: str, split_name: str = "test"):
     """-log P (nats) of every test token under the run's evaluated checkpoint,
     scored exactly as train.py scores the test split (stream columns of 32,
     windows of 70, state carried), and the test split itself."""
@@ -419,7 +447,7 @@ def token_nll(run_dir: str, data_dir: str):
     ckpt = load_checkpoint(run_dir)
     vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
     model = build_model(ckpt, vocab).eval()
-    split = load_split(data_dir, "test")
+    split = load_split(data_dir, split_name)
     b = StreamBatches(split.ids, vocab.eos_id, 32, 70, train=False)
     out, state = np.zeros(len(split.ids)), None
     with torch.no_grad():
@@ -466,6 +494,231 @@ def exp_breakdown(args, profile, store):
                           "within_bucket_bpc": float(-lp[m].sum() / denom)}
         store.put("breakdown", name, row)
         log(f"breakdown {name}: total {row['total_bpc']:.4f} (train.py: {store.get('rare', name)['test_bpc']:.4f})")
+
+
+# ---------------------------------------------------------------------------
+# rare-word sweep: vocabulary cuts x bucket schemes x seeds, fixed step budget
+# ---------------------------------------------------------------------------
+def attempt(store: Store, key: str, fn):
+    """Run one step; on failure log it, record it under ``failed`` and return
+    None so the other steps still run; on success clear an old failure."""
+    try:
+        out = fn()
+    except (RuntimeError, OSError, ValueError, KeyError, ImportError) as e:
+        log(f"  {key} failed: {e}")
+        store.put("failed", key, str(e))
+        return None
+    if store.d.get("failed", {}).pop(key, None) is not None:
+        store.save()
+    return out
+
+
+def cut_sizes(full_dir: str, shares: list) -> dict:
+    """Kept-word counts whose test rare share (tokens that are not among the N
+    most frequent training words, words never seen in training included, over
+    all test tokens with `</s>`) is closest to each target share."""
+    import numpy as np
+    from qrnn_lm.vocab import Vocabulary
+    v = Vocabulary.load(full_dir)
+    ids = np.load(os.path.join(full_dir, "test.ids.npy"))
+    # rank of each output among words (by training count, as `prepare` orders kept words)
+    rank = np.full(len(v), -1, dtype=np.int64)
+    words = [i for i in range(len(v)) if i in set(v.word_to_id.values())]
+    rank[np.asarray(words)] = np.arange(len(words))
+    r = rank[ids]
+    unseen = v.bucket_mask[ids]
+    n = len(ids)
+    # tokens of rank >= N are rare at cut N: share(N) = (unseen + #(r >= N)) / n
+    hist = np.bincount(r[r >= 0], minlength=len(words))
+    at_least = np.concatenate([np.cumsum(hist[::-1])[::-1], [0]])  # at_least[N] = #(r >= N)
+    share = (unseen.sum() + at_least) / n
+    out = {}
+    for target in shares:
+        N = int(np.argmin(np.abs(share[1:] - target))) + 1
+        out[f"{round(100 * target)}%"] = {"target": target, "kept": N, "test_rare_share": float(share[N])}
+    return out
+
+
+def write_fasttext_vec(full_dir: str, path: str, seed: int = 0) -> dict:
+    """fastText vectors of every training word (the same as ``prepare --vectors
+    fasttext`` computes), once for all cuts, as a .vec file."""
+    import numpy as np
+    from qrnn_lm.vocab import Vocabulary
+    from qrnn_lm.wordvec import fasttext_vectors
+    if os.path.isfile(path):
+        return {"path": path, "cached": True}
+    t0 = time.time()
+    v = Vocabulary.load(full_dir)
+    ids = np.load(os.path.join(full_dir, "train.ids.npy"))
+    cuts = np.flatnonzero(ids == v.eos_id)
+    itos = v.itos
+    sentences, start = [], 0
+    for c in cuts.tolist():
+        sentences.append([itos[i] for i in ids[start:c].tolist()])
+        start = c + 1
+    words = sorted(v.word_to_id)
+    x, has = fasttext_vectors(sentences, words, dim=64, seed=seed)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{int(has.sum())} {x.shape[1]}\n")
+        for w, row, h in zip(words, x, has):
+            if h and " " not in w:
+                f.write(w + " " + " ".join(f"{a:.6f}" for a in row) + "\n")
+    os.replace(tmp, path)
+    return {"path": path, "seconds": time.time() - t0, "words": int(has.sum())}
+
+
+_TEST_POS1 = {}
+
+
+def pos1_counts(lines) -> dict:
+    """UniDic pos1 (名詞, 助詞, ...) counts of MeCab tokens of ``lines``."""
+    from collections import Counter
+    from qrnn_lm.tokenizers import MecabTokenizer
+    tok = _TEST_POS1.setdefault("tok", MecabTokenizer())
+    c = Counter()
+    for line in lines:
+        line = line.strip()
+        if line:
+            c.update(pos.split("-")[0] for _, pos in tok.tokenize(line))
+    return dict(c)
+
+
+def generation_pos(run_dir: str, test_counts: dict, n: int, tokens: int) -> dict:
+    """``n`` samples of ``tokens`` tokens (seeds 1..n, temperature 1, no
+    prompt), re-tokenized with MeCab: pos1 counts, Jensen-Shannon divergence
+    (bits) from the test text's pos1 distribution, share of content words."""
+    import math
+    from qrnn_lm.lm import LanguageModel
+    lm = LanguageModel.from_checkpoint(run_dir, device="cpu")
+    names = sorted({b["name"] for b in lm.vocab.buckets.values()})
+    texts = [lm.generate("", max_tokens=tokens, seed=seed) for seed in range(1, n + 1)]
+    counts = pos1_counts(line for t in texts for line in t.split("\n"))
+    return {"pos1": counts, "js_bits": js_divergence(counts, test_counts),
+            "content_share": content_share(counts), "samples": n, "tokens_each": tokens,
+            "leaks": sum(sum(name in t for name in names) for t in texts), "texts": texts[:3]}
+
+
+def _sweep_cmd(args, data: str, save: str, steps: int, seed: int) -> list:
+    return [sys.executable, "-u", os.path.join(REPO, "train.py"), "--data", data, "--save", save,
+            "--max-steps", str(steps), "--seed", str(seed)] + SWEEP_MODEL
+
+
+def sweep_bits(run_dir: str, data_dir: str) -> dict:
+    """Test bits per character split into kept words (and `</s>`), choosing
+    the bucket (the model's -log P of bucket tokens) and choosing the word
+    inside it (-log P(word | bucket))."""
+    import math
+    import numpy as np
+    nll, split, vocab = token_nll(run_dir, data_dir, HELDOUT)
+    ids, lp = np.asarray(split.ids), np.asarray(split.rare_logp, dtype=np.float64)
+    bucket = vocab.bucket_mask[ids]
+    denom = split.characters * math.log(2)
+    return {"total": float((nll.sum() - lp.sum()) / denom), "kept": float(nll[~bucket].sum() / denom),
+            "bucket": float(nll[bucket].sum() / denom), "within": float(-lp[bucket].sum() / denom),
+            "rare_tokens": int(bucket.sum()), "tokens": int(len(ids))}
+
+
+def exp_sweep(args, profile, files, store):
+    """Rare-word schemes at several vocabulary cuts, each trained for the same
+    number of steps with several seeds (paired: seed s is the same for every
+    scheme), scored on test bits per character and generated-text POS."""
+    sp = profile["sweep"]
+    full = prepare("full", ["--vocab-size", str(10 ** 9), "--rare", "unk"], files, args, profile, store)
+    cuts = store.get("sweep_meta", "cuts")
+    if cuts is None or sorted(cuts) != sorted(f"{round(100 * s)}%" for s in sp["shares"]):
+        cuts = cut_sizes(full["dir"], sp["shares"])
+        store.put("sweep_meta", "cuts", cuts)
+    store.put("sweep_meta", "config", {"steps": sp["steps"], "seeds": sp["seeds"], "buckets": sp["buckets"],
+                                       "model": " ".join(SWEEP_MODEL), "samples": sp["samples"],
+                                       "sample_tokens": sp["sample_tokens"],
+                                       "schemes": {n: {"label": lab, "flags": f} for n, lab, f in SWEEP_SCHEMES
+                                                   if n in sp["schemes"]}})
+    sweep_files = dict(files)
+    sweep_files["valid"] = os.path.join(args.work, "text", "valid_sweep.txt")
+    with open(os.path.join(args.data_dir, "valid.txt"), encoding="utf-8") as f:
+        lines = f.readlines()[:profile.get("lines", {}).get("valid")]
+    with open(sweep_files["valid"], "w", encoding="utf-8") as f:  # validation only ends the run: keep it small
+        f.writelines(lines[::sp["valid_every"]])
+    vec = os.path.join(args.work, "fasttext.vec")
+    if any("fasttext" in n for n in sp["schemes"]):
+        info = attempt(store, "sweep/fasttext", lambda: write_fasttext_vec(full["dir"], vec))
+        if info and not info.get("cached"):
+            store.put("sweep_meta", "fasttext", info)
+    test_counts = store.get("sweep_meta", "test_pos1")
+    if test_counts is None:
+        test_counts = pos1_counts(open(files["test"], encoding="utf-8"))
+        store.put("sweep_meta", "test_pos1", test_counts)
+    for cut, c in sorted(cuts.items(), key=lambda kv: kv[1]["target"]):
+        for name, label, flags in SWEEP_SCHEMES:
+            if name not in sp["schemes"]:
+                continue
+            ds_name = f"sweep-{cut.rstrip('%')}-{name}"
+            flags = [f.replace("{K}", str(sp["buckets"])).replace("{FASTTEXT}", vec)
+                     .replace("{CONTEXT}", os.path.join(args.work, "runs", "sweep", f"{cut.rstrip('%')}-unk-s{sp['seeds'][0]}"))
+                     for f in flags]
+            ds = attempt(store, f"sweep/{cut}/{name}/prepare",
+                         lambda: prepare(ds_name, ["--vocab-size", str(c["kept"])] + flags, sweep_files, args,
+                                         profile, store))
+            if ds is None:
+                continue
+            for ext in (".ids.npy", ".rare_logp.npy", ".meta.json"):
+                src = os.path.join(ds["dir"], "test" + ext)
+                if os.path.exists(src):
+                    os.replace(src, os.path.join(ds["dir"], HELDOUT + ext))
+            for seed in sp["seeds"]:
+                key = f"{cut}/{name}/s{seed}"
+                if store.get("sweep", key) and key not in args.redo:
+                    continue
+                run = os.path.join(args.work, "runs", "sweep", f"{cut.rstrip('%')}-{name}-s{seed}")
+
+                def one():
+                    if os.path.exists(run):
+                        shutil.rmtree(run)
+                    cmd = _sweep_cmd(args, ds["dir"], run, sp["steps"], seed)
+                    r = run_logged(cmd, os.path.join(args.work, "logs", f"sweep_{cut.rstrip('%')}_{name}_s{seed}.log"),
+                                   child_env(args.threads))
+                    if r["rc"]:
+                        raise RuntimeError(f"train failed (rc {r['rc']}): {r['lines'][-1][1] if r['lines'] else ''}")
+                    res = json.load(open(os.path.join(run, "results.json"), encoding="utf-8"))
+                    out = {"steps": res["step"], "valid_bpc": res.get("valid", {}).get("bpc"), "wall_s": r["wall_s"],
+                           "bits": sweep_bits(run, ds["dir"]),
+                           "gen": generation_pos(run, test_counts, sp["samples"], sp["sample_tokens"])}
+                    out["test_bpc"] = out["bits"]["total"]
+                    return out
+                out = attempt(store, f"sweep/{key}", one)
+                if out is not None:
+                    store.put("sweep", key, out)
+                    log(f"  sweep {key}: test bpc {out['test_bpc']:.4f} (kept {out['bits']['kept']:.3f} + bucket "
+                        f"{out['bits']['bucket']:.3f} + within {out['bits']['within']:.3f}), "
+                        f"JS {out['gen']['js_bits']:.3f}, content {100 * out['gen']['content_share']:.1f}%, "
+                        f"{out['wall_s']:.0f}s")
+
+
+CONTENT_POS1 = ("名詞", "動詞", "形容詞", "形状詞")  # nouns, verbs, adjectives (形状詞: adjectival nouns)
+
+
+def content_share(counts: dict) -> float:
+    n = sum(counts.values())
+    return sum(counts.get(p, 0) for p in CONTENT_POS1) / n if n else float("nan")
+
+
+def js_divergence(p: dict, q: dict) -> float:
+    """Jensen-Shannon divergence (bits, in [0, 1]) of two count dicts."""
+    import math
+    keys = sorted(set(p) | set(q))
+    sp, sq = sum(p.values()), sum(q.values())
+    if not sp or not sq:
+        return float("nan")
+    out = 0.0
+    for k in keys:
+        a, b = p.get(k, 0) / sp, q.get(k, 0) / sq
+        m = (a + b) / 2
+        if a:
+            out += 0.5 * a * math.log2(a / m)
+        if b:
+            out += 0.5 * b * math.log2(b / m)
+    return out
 
 
 def exp_memory(args, profile, store):
@@ -1051,7 +1304,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=DEFAULT_DATA, help="folder with train.txt, valid.txt, test.txt")
     p.add_argument("--work", default=None, help="prepared datasets, runs, logs "
                                                 "(default ~/.cache/qrnn_lm/experiments[_quick])")
-    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "memory", "repeat", "breakdown"], default=None,
+    p.add_argument("--only", nargs="+", choices=["rare", "rnn", "memory", "repeat", "breakdown", "sweep"],
+                   default=None,
                    help="run only these experiments (the report covers whatever is stored)")
     p.add_argument("--redo", nargs="*", default=[], help="step names to run again (e.g. kmeans64 qrnn-stream)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
@@ -1081,13 +1335,14 @@ def main(argv=None) -> int:
                                 "resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True)
             meta["baseline_rss_bytes"] = int(q.stdout.strip() or 0)
         store.save()
-        only = set(args.only or ["rare", "rnn", "memory", "repeat", "breakdown"])
+        only = set(args.only or ["rare", "rnn", "memory", "repeat", "breakdown", "sweep"])
         files = corpus_files(args, profile)
         steps = [("rare", lambda: exp_rare(args, profile, files, store)),
                  ("rnn", lambda: exp_rnn(args, profile, files, store)),
                  ("memory", lambda: exp_memory(args, profile, store)),
                  ("repeat", lambda: exp_repeat(args, profile, files, store)),
-                 ("breakdown", lambda: exp_breakdown(args, profile, store))]
+                 ("breakdown", lambda: exp_breakdown(args, profile, store)),
+                 ("sweep", lambda: exp_sweep(args, profile, files, store))]
         failed = []
         for name, fn in steps:
             if name not in only:
