@@ -72,7 +72,7 @@ def _ms(xs: list, fmt: str = "{:.3f}") -> str:
     m, s, n = mean_sd(xs)
     if n == 0:
         return "–"
-    return fmt.format(m) + ("" if n < 2 else " ± " + fmt.format(s))
+    return fmt.format(m) + ("" if n < 2 else " ± " + fmt.replace("+", "").format(s))
 
 
 def sweep_table(d: dict) -> dict:
@@ -163,6 +163,15 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
              "dimension 64) trained once on train.txt.  Test bits per character (whole test.txt) are split into "
              "kept words and `</s>`, choosing the bucket (the model's -log P of bucket tokens) and choosing the "
              "word inside it (-log P(word | bucket), fixed by the vocabulary).\n")
+    ran = {s for c in table.values() for s in c}
+    missing = [lab for n, lab, _ in SWEEP_SCHEMES if n not in ran]
+    if missing:
+        L.append("Not run in this sweep: " + ", ".join(missing) + ".\n")
+    want = len(cfg.get("seeds") or [])
+    partial = [f"{c} {_label(d, s)} ({len(table[c][s])} of {want} seeds)" for c in order for s in table[c]
+               if len(table[c][s]) < want]
+    if partial:
+        L.append("Incomplete: " + "; ".join(partial) + ".\n")
     L.append(f"![Test BPC against rare share]({rel}/rare_sweep.png)\n")
     for cut in order:
         runs = table[cut]
@@ -225,8 +234,14 @@ def sweep_findings(d: dict) -> list:
         runs = table[cut]
         means = {s: mean_sd([r["test_bpc"] for r in rs.values()])[0] for s, rs in runs.items()}
         best = min(means, key=means.get)
-        out.append(f"{cut}: lowest mean test BPC {_label(d, best)} {means[best]:.4f}; "
-                   + ", ".join(f"{_label(d, s)} {means[s]:.4f}" for s in _scheme_order(d, means) if s != best) + ".")
+
+        def seeds(s):
+            n = len(runs[s])
+            return "" if n == len(want) else f" ({n} seed{'s' if n != 1 else ''})"
+        want = d.get("sweep_meta", {}).get("config", {}).get("seeds") or []
+        out.append(f"{cut}: lowest mean test BPC {_label(d, best)} {means[best]:.4f}{seeds(best)}; "
+                   + ", ".join(f"{_label(d, s)} {means[s]:.4f}{seeds(s)}" for s in _scheme_order(d, means)
+                               if s != best) + ".")
     km = [s for s in _scheme_order(d, {s for c in table.values() for s in c}) if "kmeans" in s]
     wins = []
     for cut in _cut_order(cuts, table):

@@ -460,7 +460,7 @@ def cut_sizes(full_dir: str, shares: list) -> dict:
     ids = np.load(os.path.join(full_dir, "test.ids.npy"))
     # rank of each output among words (by training count, as `prepare` orders kept words)
     rank = np.full(len(v), -1, dtype=np.int64)
-    words = [i for i in range(len(v)) if i in set(v.word_to_id.values())]
+    words = sorted(v.word_to_id.values())
     rank[np.asarray(words)] = np.arange(len(words))
     r = rank[ids]
     unseen = v.bucket_mask[ids]

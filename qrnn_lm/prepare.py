@@ -85,7 +85,7 @@ def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
 
 
 def prepare(train: str, valid: str | None, test: str | None, out: str, *,
-            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos",
+            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos+script",
             buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
             workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
             window: int = 2, context_words: int = 5000, vector_dim: int = 64,
@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
     p.add_argument("--vocab-size", type=int, default=50000,
                    help="kept words (sentencepiece: pieces); others go to buckets")
-    p.add_argument("--rare", choices=RARE_MODES, default="pos", help="rare-word buckets")
+    p.add_argument("--rare", choices=RARE_MODES, default="pos+script",
+                   help="rare-word buckets (default pos+script: by POS and character class)")
     p.add_argument("--buckets", type=int, default=None,
                    help="k-means clusters (total over POS groups for pos+kmeans)")
     p.add_argument("--vectors", default="ppmi",
