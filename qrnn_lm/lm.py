@@ -17,6 +17,7 @@ import numbers
 import os
 import pickle
 import zipfile
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -123,24 +124,37 @@ def load_vocab_dict(d: dict, path: str = "checkpoint"):
                           "the checkpoint is damaged or from another version.") from None
 
 
-def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Input embeddings of ``words`` from a trained qrnn_lm checkpoint.
+def vectors_from_checkpoint(path: str, words: Sequence[str], stream=None, types=None, *,
+                            window: int = 256, columns: int = 32,
+                            max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Word vectors from a trained qrnn_lm checkpoint (a file or a run directory).
 
-    Useful with a model trained on a larger vocabulary (a bigger
-    ``--vocab-size``): its kept words are this vocabulary's rare words.  Words
-    the checkpoint's model did not keep have no vector.  Returns
-    (float32 (n, emsize) L2-normalised, has_vector bool (n,)).
+    With ``stream`` (int (N,) type ids of the training text, 0 = ``</s>``) and
+    ``types`` (the (surface, POS) of each type id; ``types[0]`` unused): the
+    *context vector* of each word, the mean over its occurrences of the
+    model's last hidden state just before it -- what the model has seen when
+    it must predict the word.  The model reads the text as the checkpoint's
+    vocabulary maps it (any vocabulary of the same tokenizer), in ``columns``
+    contiguous columns of windows of ``window`` tokens with the state carried,
+    like evaluation; ``max_tokens`` reads only the start of the text.  Words
+    that never occur (or only first in a column) have no vector.
+
+    Without ``stream``: the input embeddings of ``words`` (only words the
+    checkpoint's model kept have one; useful with a model trained on a larger
+    ``--vocab-size``).  Returns (float32 (n, d) L2-normalised, has_vector
+    bool (n,)).
     """
     hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
-    what = f"cannot read word vectors from --vectors file {path}"
+    what = f"cannot read word vectors from --vectors {path}"
+    path_file = resolve_checkpoint(path)
     try:
-        size = os.path.getsize(path)
+        size = os.path.getsize(path_file)
     except OSError as e:
         raise QrnnLmError(f"{what} ({e.strerror or e}).") from None
     if size == 0:
         raise QrnnLmError(f"{what}: it is empty (0 bytes); {hint}.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path_file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's own message would suggest loading it unsafely: never pass it on
         if "can still be loaded" in str(e):
@@ -154,6 +168,49 @@ def vectors_from_checkpoint(path: str, words: Sequence[str]) -> tuple[np.ndarray
         raise QrnnLmError(f"{what}: it is not a qrnn_lm checkpoint (no model and vocabulary in it); {hint}.")
     old = load_vocab_dict(ckpt["vocab"], path)
     state = ckpt["model"]
+    if stream is None:
+        return _embedding_vectors(state, old, words, what, hint)
+    if not isinstance(ckpt.get("config"), dict):
+        raise QrnnLmError(f"{what}: it has no model config, so its model cannot be run; {hint}.")
+    ckpt["path"] = path_file
+    model = build_model(ckpt, old).eval()
+    row_of = {w: i for i, w in enumerate(words)}
+    type_row = np.full(len(types), -1, dtype=np.int64)
+    type_id = np.full(len(types), old.eos_id, dtype=np.int64)
+    for g in range(1, len(types)):
+        type_id[g] = old.lookup(*types[g])[0]
+        type_row[g] = row_of.get(types[g][0], -1)
+    n = len(stream) if max_tokens is None else min(len(stream), max_tokens)
+    col_len = n // columns
+    if col_len < 2:
+        raise QrnnLmError(f"the training text is too short ({n} tokens) for context vectors.")
+    d = model.output_size
+    sums = torch.zeros(len(words), d, dtype=torch.float64)
+    counts = torch.zeros(len(words), dtype=torch.float64)
+    grid = np.asarray(stream[:col_len * columns]).reshape(columns, col_len).T  # (T, B)
+    hidden = None
+    with torch.no_grad():
+        for t0 in range(0, col_len - 1, window):
+            t1 = min(col_len - 1, t0 + window)
+            x = torch.from_numpy(type_id[grid[t0:t1]])
+            feats, hidden = model(x, hidden)
+            rows = torch.from_numpy(type_row[grid[t0 + 1:t1 + 1]]).reshape(-1)
+            keep = rows >= 0
+            if bool(keep.any()):
+                f = feats.reshape(-1, d)[keep].double()
+                sums.index_add_(0, rows[keep], f)
+                counts.index_add_(0, rows[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+    has = (counts > 0).numpy()
+    x = (sums / counts.clamp_min(1)[:, None]).float().numpy()
+    # centre: the mean state is shared by all words and would dominate cosine distances
+    if has.any():
+        x[has] -= x[has].mean(axis=0, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= norm[:, 0] > 0
+    return x / np.maximum(norm, 1e-12), has
+
+
+def _embedding_vectors(state, old, words, what, hint):
     weight = state.get("encoder.weight")
     if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == len(old)):
         cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")

@@ -39,7 +39,7 @@ from .errors import QrnnLmError
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
 from .vocab import RARE_MODES, Vocabulary
-from .wordvec import ppmi_svd_vectors, vec_file_vectors
+from .wordvec import VECTOR_KINDS, fasttext_vectors, ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -118,7 +118,7 @@ def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
 
 
 def prepare(train: str, valid: str | None, test: str | None, out: str, *,
-            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos",
+            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos+script",
             buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
             workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
             window: int = 2, context_words: int = 5000, vector_dim: int = 64,
@@ -155,18 +155,23 @@ def _check_settings(train, valid, test, *, rare, buckets, workers, vectors, **_)
         raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
     if rare in ("kmeans", "pos+kmeans") and not buckets:
         raise QrnnLmError(f"--rare {rare} needs --buckets K.")
+    vectors = vectors or "ppmi"
     if workers < 1:
         raise QrnnLmError("--workers must be at least 1.")
     for name, path in (("train", train), ("valid", valid), ("test", test)):
         if path is not None:
             check_input_file(path, f"--{name} file")
-    if vectors is not None:
-        check_input_file(vectors, "--vectors file")
+    if vectors not in VECTOR_KINDS:
+        if not os.path.exists(vectors):
+            raise QrnnLmError(f"--vectors {vectors} is neither {' nor '.join(VECTOR_KINDS)} nor an "
+                              "existing .vec file, checkpoint or run directory.")
+        if not os.path.isdir(vectors):  # a run directory is resolved to its checkpoint later
+            check_input_file(vectors, "--vectors file")
 
 
 def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
                   final: str | None = None, tokenizer: str = "mecab", vocab_size: int = 50000,
-                  rare: str = "pos", buckets: int | None = None, vectors: str | None = None,
+                  rare: str = "pos+script", buckets: int | None = None, vectors: str | None = None,
                   pos_depth: int = 2, workers: int = 1, seed: int = 0, nfkc: bool = True,
                   max_line_chars: int = 4000, window: int = 2, context_words: int = 5000,
                   vector_dim: int = 64, progress: bool = False, log=None) -> Vocabulary:
@@ -178,6 +183,7 @@ def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
     if workers > usable_cpus():
         log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
         workers = usable_cpus()
+    vectors = vectors or "ppmi"
     final = final or out
 
     def source_name(path):  # corpus files extracted into ``out`` end up in ``final``
@@ -228,34 +234,14 @@ def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
             type_counts.setdefault((piece, "piece"), 0)
     vec_fn = None
     if rare in ("kmeans", "pos+kmeans"):
-        if vectors is not None and vectors.endswith((".pt", ".pth")):
-            def vec_fn(words):
-                from .lm import vectors_from_checkpoint
-                return vectors_from_checkpoint(vectors, words)
-        elif vectors is not None:
-            def vec_fn(words):
-                return vec_file_vectors(vectors, words)
-        else:
-            def vec_fn(words):
-                t1 = time.time()
-                surfaces = sorted({t[0] for t in types[1:]})
-                word_of = {w: i + 1 for i, w in enumerate(surfaces)}  # 0: `</s>`
-                type_to_word = np.zeros(len(types), dtype=np.int32)
-                for g in range(1, len(types)):
-                    type_to_word[g] = word_of[types[g][0]]
-                rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
-                x, has = ppmi_svd_vectors(_Mapped(type_stream, type_to_word), rows,
-                                          len(surfaces) + 1, window=window,
-                                          context_words=context_words, dim=vector_dim,
-                                          seed=seed)
-                log(f"vectors: {int(has.sum())}/{len(words)} rare words, dim {x.shape[1]}, "
-                    f"{time.time() - t1:.1f}s")
-                return x, has
+        vec_fn = _vector_source(vectors, type_stream, types, window=window,
+                                context_words=context_words, dim=vector_dim, seed=seed,
+                                log=log)
     vocab = Vocabulary.build(
         type_counts, lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
         pos_depth=pos_depth, seed=seed, vectors=vec_fn, tokenizer_config=tok.to_dict(),
         normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
-        extra={"vectors": vectors or ("corpus" if vec_fn else None)})
+        extra={"vectors": vectors if vec_fn else None})
     vocab.directory = os.path.abspath(out)
     vocab.tokenizer = tok
     with _writing(os.path.join(out, "vocab.json")):
@@ -446,6 +432,59 @@ def os_error_reason(e: OSError) -> str:
     return f"{e.strerror or e}{name}"
 
 
+def _vector_source(vectors: str, type_stream, types: list, *, window: int,
+                   context_words: int, dim: int, seed: int, log):
+    """``f(words) -> (vectors, has_vector)`` for ``--vectors`` (see
+    :mod:`qrnn_lm.wordvec`), over the training stream of type ids."""
+    def timed(name, fn):
+        def wrapped(words):
+            t1 = time.time()
+            x, has = fn(words)
+            log(f"vectors ({name}): {int(has.sum())}/{len(words)} rare words, dim {x.shape[1]}, "
+                f"{time.time() - t1:.1f}s")
+            return x, has
+        return wrapped
+
+    if vectors == "ppmi":
+        def ppmi(words):
+            surfaces = sorted({t[0] for t in types[1:]})
+            word_of = {w: i + 1 for i, w in enumerate(surfaces)}  # 0: `</s>`
+            type_to_word = np.zeros(len(types), dtype=np.int32)
+            for g in range(1, len(types)):
+                type_to_word[g] = word_of[types[g][0]]
+            rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
+            return ppmi_svd_vectors(_Mapped(type_stream, type_to_word), rows, len(surfaces) + 1,
+                                    window=window, context_words=context_words, dim=dim,
+                                    seed=seed)
+        return timed("ppmi", ppmi)
+    if vectors == "fasttext":
+        def fasttext(words):
+            return fasttext_vectors(_sentences(type_stream, types), words, dim=dim, seed=seed)
+        return timed("fasttext", fasttext)
+    if os.path.isdir(vectors) or vectors.endswith((".pt", ".pth")):
+        def checkpoint(words):
+            from .lm import vectors_from_checkpoint
+            return vectors_from_checkpoint(vectors, words, type_stream, types)
+        return timed("checkpoint", checkpoint)
+    return timed("file", lambda words: vec_file_vectors(vectors, words))
+
+
+def _sentences(type_stream, types: list) -> list:
+    """The training text as lists of surface words, one a line."""
+    surface = [None] + [t[0] for t in types[1:]]
+    out, cur = [], []
+    for s in range(0, len(type_stream), _COPY_CHUNK):
+        for g in np.asarray(type_stream[s:s + _COPY_CHUNK]).tolist():
+            if g == 0:
+                out.append(cur)
+                cur = []
+            else:
+                cur.append(surface[g])
+    if cur:
+        out.append(cur)
+    return out
+
+
 class _Mapped:
     """``table[stream[i]]`` without materialising it (slices only)."""
 
@@ -536,13 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
     p.add_argument("--vocab-size", type=int, default=50000,
                    help="kept words (sentencepiece: pieces); others go to buckets")
-    p.add_argument("--rare", choices=RARE_MODES, default="pos", help="rare-word buckets")
+    p.add_argument("--rare", choices=RARE_MODES, default="pos+script",
+                   help="rare-word buckets (default pos+script: by POS and character class)")
     p.add_argument("--buckets", type=int, default=None,
                    help="k-means clusters (total over POS groups for pos+kmeans)")
-    p.add_argument("--vectors", help="word vectors for k-means: a word2vec/fastText .vec "
-                                     "file or a train.py checkpoint (.pt) of a model with a "
-                                     "larger vocabulary (default: PPMI+SVD vectors of the "
-                                     "training corpus)")
+    p.add_argument("--vectors", default="ppmi",
+                   help="word vectors for k-means: ppmi (PPMI + SVD of the training text's "
+                        "co-occurrences), fasttext (gensim FastText on the training text: "
+                        "subword vectors), a word2vec/fastText .vec file, or a train.py "
+                        "checkpoint or run directory (mean hidden state of the model before "
+                        "each occurrence of the word); default ppmi")
     p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--seed", type=int, default=0)
@@ -553,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=2, help="context window for corpus vectors")
     p.add_argument("--context-words", type=int, default=5000,
                    help="context vocabulary for corpus vectors")
-    p.add_argument("--vector-dim", type=int, default=64, help="corpus vector dimension")
+    p.add_argument("--vector-dim", type=int, default=64,
+                   help="dimension of ppmi and fasttext vectors")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
     return p
 

@@ -118,3 +118,34 @@ class SpellingModel:
     @classmethod
     def from_dict(cls, d: dict, backoff: "SpellingModel | None" = None) -> "SpellingModel":
         return cls(d["char_counts"], d["n_types"], d.get("single_char", False), backoff)
+
+
+# Character classes of a word's spelling, for placing words by their script.
+SCRIPTS = ("kanji", "hiragana", "katakana", "latin", "digit", "mixed", "other")
+
+
+def _char_script(c: str) -> str:
+    o = ord(c)
+    if 0x3040 <= o <= 0x309F:
+        return "hiragana"
+    if 0x30A0 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9F:
+        return "katakana"
+    if 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or o in (0x3005, 0x3006):
+        return "kanji"  # 々 and 〆 repeat or abbreviate kanji
+    if c.isdigit():
+        return "digit"
+    if c.isascii() and c.isalpha() or 0xC0 <= o <= 0x24F:
+        return "latin"
+    return "other"
+
+
+def script_of(word: str) -> str:
+    """The character class of ``word``: one of :data:`SCRIPTS`.  A word of one
+    class is that class; kanji with hiragana (送り仮名: 食べ, 美しい) is kanji;
+    anything else that mixes classes is ``mixed``."""
+    kinds = {_char_script(c) for c in word}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds == {"kanji", "hiragana"}:
+        return "kanji"
+    return "mixed" if kinds else "other"

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     # prepare flags, passed to `python -m qrnn_lm prepare` when given (its defaults otherwise)
     d.add_argument("--tokenizer", choices=["mecab", "sentencepiece", "char"])
     d.add_argument("--vocab-size", type=int)
-    d.add_argument("--rare", choices=["unk", "pos", "kmeans", "pos+kmeans"])
+    d.add_argument("--rare", choices=["unk", "pos", "pos+script", "kmeans", "pos+kmeans"])
     d.add_argument("--buckets", type=int)
     d.add_argument("--vectors")
     d.add_argument("--pos-depth", type=int)
@@ -113,6 +113,16 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def resolve_vectors_path(path: str) -> str:
+    """A --vectors file, or a run directory's checkpoint (the file that is hashed)."""
+    if os.path.isdir(path):
+        from qrnn_lm.lm import resolve_checkpoint
+        return resolve_checkpoint(path)
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"--vectors file {path} does not exist.")
+    return path
+
+
 class PrepareFailed(Exception):
     """``qrnn_lm.prepare`` failed and has already told the user why."""
 
@@ -128,11 +138,13 @@ def prepare_on_the_fly(args, is_master: bool, distributed: bool) -> str:
         check_input_file(path, f"--{split} file")  # missing, a directory, not a file
         if os.path.getsize(path) == 0:
             raise QrnnLmError(f"--{split} file {path} is empty; give it some text (one paragraph a line).")
-    if args.vectors and not os.path.isfile(args.vectors):
-        raise QrnnLmError(f"--vectors file {args.vectors} does not exist.")
+    from qrnn_lm.wordvec import VECTOR_KINDS
+    vector_file = args.vectors if args.vectors and args.vectors not in VECTOR_KINDS else None
+    if vector_file:
+        vector_file = resolve_vectors_path(vector_file)
     settings = {k: getattr(args, k) for k in PREPARE_FLAGS if getattr(args, k) is not None}
     key = hashlib.sha256(json.dumps({"files": {s: _file_digest(p) for s, p in files.items()},
-                                     "vectors": _file_digest(args.vectors) if args.vectors else None,
+                                     "vectors": _file_digest(vector_file) if vector_file else None,
                                      "settings": settings}, sort_keys=True).encode()).hexdigest()[:16]
     cache = args.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "qrnn_lm")
     out = os.path.join(cache, f"prepared-{key}")

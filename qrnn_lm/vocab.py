@@ -26,14 +26,20 @@ Buckets (``rare`` mode):
 
 - ``unk``: one bucket ``<unk>``;
 - ``pos``: one bucket per UniDic POS prefix of depth D (``<unk-名詞-固有名詞>``);
+- ``pos+script``: one bucket per POS prefix and character class of the word
+  (kanji, hiragana, katakana, latin, digit, mixed, other:
+  ``<unk-名詞-普通名詞-katakana>``);
 - ``kmeans``: K faiss k-means clusters of word vectors (``<unk-k12>``,
   vectors and clustering in :mod:`qrnn_lm.wordvec`);
   rare words without a vector go to their POS bucket;
 - ``pos+kmeans``: k-means within each POS bucket (``<unk-名詞-普通名詞-k3>``).
 
-Words never seen in training get the bucket that holds most training tokens
-of rare words sharing their (MeCab unknown-word) POS, at the deepest POS
-depth that has one, else the largest bucket.
+Words never seen in training are placed by their spelling and POS: the
+bucket that holds most training tokens of rare words sharing their (MeCab
+unknown-word) POS prefix and character class, at the deepest POS depth that
+has one; else sharing the POS prefix alone; else the largest bucket.  (A
+vocabulary file without the ``unseen_bucket_by_pos_script`` table, written
+before it existed, places by POS alone.)
 
 Layout of this module: loading and checking a vocabulary file
 (:meth:`Vocabulary.load`, :meth:`Vocabulary.from_dict`, both through
@@ -53,13 +59,13 @@ from typing import Sequence
 import numpy as np
 
 from .errors import QrnnLmError
-from .spelling import SpellingModel
+from .spelling import SpellingModel, script_of
 from .wordvec import allocate_clusters, kmeans_assign
 # Re-exported: these lived here before the vector and spelling code had modules.
 from .wordvec import ppmi_svd_vectors, read_vec_file  # noqa: F401
 
 EOS = "</s>"
-RARE_MODES = ("unk", "pos", "kmeans", "pos+kmeans")
+RARE_MODES = ("unk", "pos", "pos+script", "kmeans", "pos+kmeans")
 FORMAT = "qrnn_lm-vocab"
 VERSION = 1
 
@@ -227,6 +233,8 @@ class Vocabulary:
         self.buckets = {b["id"]: b for b in d["buckets"]}
         self.rare_words = {w: (int(v[0]), int(v[1])) for w, v in d["rare_words"].items()}
         self.unseen_bucket_by_pos = {p: int(b) for p, b in d["unseen_bucket_by_pos"].items()}
+        self.unseen_bucket_by_pos_script = {p: int(b) for p, b in
+                                            d.get("unseen_bucket_by_pos_script", {}).items()}
         self.default_bucket = int(d["default_bucket"])
         self.spelling = SpellingModel.from_dict(d["spelling"])
         groups = {g: SpellingModel.from_dict(m, self.spelling)
@@ -324,8 +332,8 @@ class Vocabulary:
                                     pos_depth=pos_depth, seed=seed, vectors=vectors)
         table = _BucketTable(bucket_of, word_count)
         entries, bid = _output_ids(kept, word_count, table, n_lines)
-        unseen, default = _unseen_buckets(rare, bucket_of, main_pos, word_count, pos_depth,
-                                          table, bid)
+        unseen_script, unseen, default = _unseen_buckets(rare, bucket_of, main_pos, word_count,
+                                                         pos_depth, table, bid)
         spelling, group_spelling = _spelling_models(order, bucket_of, single_char)
         d = {
             "format": FORMAT, "version": VERSION,
@@ -341,6 +349,7 @@ class Vocabulary:
                         for k in table.keys],
             "group_spelling": group_spelling,
             "unseen_bucket_by_pos": unseen,
+            "unseen_bucket_by_pos_script": unseen_script,
             "default_bucket": bid[default],
             "rare_words": {w: [bid[bucket_of[w]], word_count[w]] for w in rare_list},
             "spelling": spelling.to_dict(),
@@ -397,6 +406,12 @@ class Vocabulary:
         r = self.rare_words.get(surface)
         if r is not None:
             return r[0]
+        if self.unseen_bucket_by_pos_script:
+            sc = script_of(surface)
+            for dpt in range(self.pos_depth, 0, -1):
+                b = self.unseen_bucket_by_pos_script.get(_script_key(pos_prefix(pos, dpt), sc))
+                if b is not None:
+                    return b
         for dpt in range(self.pos_depth, 0, -1):
             b = self.unseen_bucket_by_pos.get(pos_prefix(pos, dpt))
             if b is not None:
@@ -577,6 +592,9 @@ def _assign_buckets(rare: str, rare_list: list, main_pos: dict, *, buckets, pos_
         return {w: (None, None) for w in rare_list}
     if rare == "pos":
         return {w: (pos_prefix(main_pos[w], pos_depth), None) for w in rare_list}
+    if rare == "pos+script":
+        return {w: (f"{pos_prefix(main_pos[w], pos_depth)}-{script_of(w)}", None)
+                for w in rare_list}
     if buckets is None or buckets < 1:
         raise QrnnLmError(f"--rare {rare} needs --buckets K (K >= 1).")
     if buckets > len(rare_list):
@@ -661,19 +679,29 @@ def _output_ids(kept: list, word_count: Counter, table: _BucketTable,
 
 
 def _unseen_buckets(rare: str, bucket_of: dict, main_pos: dict, word_count: Counter,
-                    pos_depth: int, table: _BucketTable, bid: dict) -> tuple[dict, tuple]:
-    """For words never seen in training: {POS prefix: the bucket with most
-    rare tokens of that prefix} (empty for ``unk``), and the default bucket key."""
+                    pos_depth: int, table: _BucketTable, bid: dict) -> tuple[dict, dict, tuple]:
+    """For words never seen in training: {"POS prefix|script": the bucket with
+    most rare tokens of that prefix and character class}, {POS prefix: the
+    bucket with most rare tokens of that prefix} (both empty for ``unk``), and
+    the default bucket key."""
     by_prefix = defaultdict(Counter)
+    by_script = defaultdict(Counter)
     if rare != "unk":
         for w, k in bucket_of.items():
-            p = main_pos[w]
+            p, sc = main_pos[w], script_of(w)
             for dpt in range(1, pos_depth + 1):
                 by_prefix[pos_prefix(p, dpt)][bid[k]] += word_count[w]
-    unseen = {p: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-              for p, c in sorted(by_prefix.items())}
+                by_script[_script_key(pos_prefix(p, dpt), sc)][bid[k]] += word_count[w]
+
+    def most(counters):
+        return {p: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+                for p, c in sorted(counters.items())}
     default = max(table.keys, key=lambda k: (table.tokens[k], -bid[k]))
-    return unseen, default
+    return most(by_script), most(by_prefix), default
+
+
+def _script_key(prefix: str, script: str) -> str:
+    return f"{prefix}|{script}"
 
 
 def _spelling_models(order: list, bucket_of: dict,

@@ -2,18 +2,30 @@
 
 Every vector source returns ``(float32 (n, d) L2-normalised, has_vector bool
 (n,))`` for a list of words; :func:`kmeans_assign` clusters the rows with
-faiss.  Sources: :func:`ppmi_svd_vectors` (co-occurrence in the training
-stream), :func:`vec_file_vectors` (a word2vec/fastText ``.vec`` file) and
-``qrnn_lm.lm.vectors_from_checkpoint`` (a trained model).
+faiss.  Sources (``prepare --vectors``):
+
+- ``ppmi``: :func:`ppmi_svd_vectors`, co-occurrence counts in the training
+  stream (positive PMI + truncated SVD);
+- ``fasttext``: :func:`fasttext_vectors`, gensim's FastText trained on the
+  training text: a word's vector is the sum of its character n-gram vectors
+  and its own, so a word seen twice, or never, still gets one from its
+  spelling;
+- a ``.vec`` file: :func:`vec_file_vectors` (word2vec/fastText text format);
+- a train.py checkpoint: ``qrnn_lm.lm.vectors_from_checkpoint``, the mean
+  hidden state of the trained model just before each occurrence of the word
+  in the training text (what the model knows when it must predict the word).
 """
 from __future__ import annotations
 
 import warnings
+import zlib
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import QrnnLmError
+
+VECTOR_KINDS = ("ppmi", "fasttext")  # computed from the training text; else a path
 
 
 def read_vec_file(path: str, words: Iterable[str]) -> dict:
@@ -62,6 +74,46 @@ def vec_file_vectors(path: str, words: Sequence[str]) -> tuple[np.ndarray, np.nd
         if v is not None:
             x[i], has[i] = v, True
     n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12), has
+
+
+def _stable_hash(s: str) -> int:
+    """gensim seeds each word's initial vector with ``hashfxn(word + seed)``;
+    Python's ``hash`` of a str changes between processes (PYTHONHASHSEED), so
+    vectors would too."""
+    return zlib.crc32(s.encode("utf-8"))
+
+
+def fasttext_vectors(sentences: Sequence[Sequence[str]], words: Sequence[str], *, dim: int = 64,
+                     window: int = 5, epochs: int = 5, min_n: int = 1, max_n: int = 3,
+                     ngram_buckets: int = 200_000, seed: int = 0,
+                     workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Subword-informed vectors of ``words`` from gensim's FastText (CBOW)
+    trained on ``sentences`` (lists of surface words).
+
+    Character n-grams of ``min_n``..``max_n`` characters (1..3 suits Japanese
+    words, which are short), hashed into ``ngram_buckets`` rows.  Every word
+    gets a vector, also one not in ``sentences`` (from its n-grams).  One
+    worker thread and a string hash that does not change between processes
+    keep the vectors reproducible.  Returns (float32 (n, dim) L2-normalised,
+    has_vector bool (n,)).
+    """
+    try:
+        from gensim.models import FastText
+    except ImportError:
+        raise QrnnLmError("--vectors fasttext needs gensim: pip install gensim "
+                          "(or pip install 'qrnn_lm[vectors]').") from None
+    if not any(len(s) for s in sentences):
+        raise QrnnLmError("--vectors fasttext: the training text has no words.")
+    model = FastText(vector_size=dim, window=window, min_count=1, sg=0, epochs=epochs,
+                     min_n=min_n, max_n=max_n, bucket=ngram_buckets, seed=seed,
+                     workers=workers, hashfxn=_stable_hash)
+    model.build_vocab(corpus_iterable=sentences)
+    model.train(corpus_iterable=sentences, total_examples=model.corpus_count, epochs=epochs)
+    x = np.stack([model.wv[w] for w in words]).astype(np.float32) if len(words) else \
+        np.zeros((0, dim), np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    has = n[:, 0] > 0
     return x / np.maximum(n, 1e-12), has
 
 

@@ -158,7 +158,8 @@ def test_spelling_model_is_a_distribution():
 
 
 @pytest.mark.filterwarnings("ignore:k-means")
-@pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("pos+kmeans", 3)])
+@pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("pos+script", None),
+                                          ("pos+kmeans", 3)])
 def test_full_vocabulary_probabilities_sum_to_one(corpus, tmp_path, rare, buckets):
     d, train, valid, k = corpus
     v = prepare(train, valid, None, str(tmp_path / "s"), tokenizer="mecab", vocab_size=k,
@@ -275,8 +276,53 @@ def test_bad_vocabulary_files(tmp_path):
         Vocabulary.load(str(p))
 
 
-def test_vectors_from_a_checkpoint(corpus, tmp_path):
-    """A model trained with a larger vocabulary lends its input embeddings."""
+def _random_model_checkpoint(vocab, path):
+    """A train.py-style checkpoint of an untrained model over ``vocab``."""
+    from qrnn_lm.lm import save_checkpoint
+    from qrnn_lm.model import ModelConfig, RNNLanguageModel
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=len(vocab), emsize=16, nhid=32, nlayers=1, rnn="qrnn",
+                         dropout=0.0, dropouth=0.0, dropouti=0.0, dropoute=0.0)
+    model = RNNLanguageModel(config)
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict(),
+                     "vocab": vocab.to_dict()}, str(path))
+    return str(path)
+
+
+def test_context_vectors_from_a_checkpoint(corpus, tmp_path):
+    """Foods always follow 私は毎日, places 来週: the model's state before them
+    differs by context, so k-means on context vectors separates them even for
+    an untrained model, and even when its vocabulary did not keep them."""
+    d, train, valid, k = corpus
+    small = prepare(train, valid, None, str(tmp_path / "unk"), tokenizer="mecab", vocab_size=k,
+                    rare="unk")
+    ckpt = _random_model_checkpoint(small, tmp_path / "model.pt")
+    v = prepare(train, valid, None, str(tmp_path / "ctx"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=ckpt)
+    food_b = {v.rare_words[w][0] for w in FOODS}
+    place_b = {v.rare_words[w][0] for w in PLACES}
+    assert len(food_b) == 1 and len(place_b) == 1 and food_b != place_b
+    # a run directory works too, and gives the same vectors
+    run = tmp_path / "run"
+    run.mkdir()
+    import shutil
+    shutil.copy(ckpt, run / "best.pt")
+    v2 = prepare(train, valid, None, str(tmp_path / "ctx2"), tokenizer="mecab", vocab_size=k,
+                 rare="kmeans", buckets=2, vectors=str(run))
+    assert v2.rare_words == v.rare_words
+    torch.save({"model": {}}, tmp_path / "bad.pt")
+    with pytest.raises(QrnnLmError, match="cannot read word vectors"):
+        prepare(train, valid, None, str(tmp_path / "bad"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(tmp_path / "bad.pt"))
+    with pytest.raises(QrnnLmError, match="neither ppmi nor fasttext"):
+        prepare(train, valid, None, str(tmp_path / "bad2"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors=str(tmp_path / "missing.vec"))
+
+
+def test_embedding_vectors_from_a_checkpoint(corpus, tmp_path):
+    """Without a text stream: the input embeddings of the words the
+    checkpoint's (larger) vocabulary kept."""
+    from qrnn_lm.lm import vectors_from_checkpoint
     d, train, valid, k = corpus
     big = prepare(train, valid, None, str(tmp_path / "big"), tokenizer="mecab",
                   vocab_size=1000, rare="unk")
@@ -284,19 +330,59 @@ def test_vectors_from_a_checkpoint(corpus, tmp_path):
     weight = torch.randn(len(big), 8, generator=g) * 0.05
     for w in FOODS:
         weight[big.word_to_id[w], 0] += 1.0
-    for w in PLACES:
-        weight[big.word_to_id[w], 1] += 1.0
     ckpt = tmp_path / "model.pt"
     torch.save({"model": {"encoder.weight": weight}, "vocab": big.to_dict()}, ckpt)
-    v = prepare(train, valid, None, str(tmp_path / "small"), tokenizer="mecab", vocab_size=k,
-                rare="kmeans", buckets=2, vectors=str(ckpt))
-    assert len({v.rare_words[w][0] for w in FOODS}) == 1
-    assert len({v.rare_words[w][0] for w in PLACES}) == 1
-    assert v.rare_words[FOODS[0]][0] != v.rare_words[PLACES[0]][0]
-    torch.save({"model": {}}, tmp_path / "bad.pt")
-    with pytest.raises(QrnnLmError, match="cannot read word vectors"):
-        prepare(train, valid, None, str(tmp_path / "bad"), tokenizer="mecab", vocab_size=k,
-                rare="kmeans", buckets=2, vectors=str(tmp_path / "bad.pt"))
+    x, has = vectors_from_checkpoint(str(ckpt), FOODS + ["未知語"])
+    assert has.tolist() == [True] * len(FOODS) + [False]
+    np.testing.assert_allclose(np.linalg.norm(x[:-1], axis=1), 1.0, rtol=1e-5)
+    assert (x[:-1, 0] > 0.9).all()
+
+
+def test_fasttext_vectors_from_spelling(corpus, tmp_path):
+    pytest.importorskip("gensim")
+    from qrnn_lm.wordvec import fasttext_vectors
+    sents = [["東京", "都", "へ", "行く"], ["東京都", "の", "人"], ["りんご", "を", "食べる"]] * 20
+    words = ["東京都", "東京", "りんご", "東京湾"]  # 東京湾 never occurs: a vector from its n-grams
+    x, has = fasttext_vectors(sents, words, dim=16, epochs=5, seed=0)
+    assert has.all() and x.shape == (4, 16)
+    x2, _ = fasttext_vectors(sents, words, dim=16, epochs=5, seed=0)
+    np.testing.assert_array_equal(x, x2)  # reproducible (one thread, stable hash)
+    assert x[3] @ x[1] > x[3] @ x[2]  # 東京湾 is nearer 東京 than りんご
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "ft"), tokenizer="mecab", vocab_size=k,
+                rare="kmeans", buckets=2, vectors="fasttext", seed=0)
+    assert len({v.rare_words[w][0] for w in FOODS + PLACES}) == 2
+    assert all(v.buckets[b]["cluster"] is not None for b, _ in v.rare_words.values())
+    assert v.to_dict()["vectors"] == "fasttext"
+
+
+def test_unseen_words_placed_by_script(corpus, tmp_path):
+    """A word never seen in training goes to the bucket where rare words of its
+    POS and character class are, not the biggest bucket of its POS."""
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "ps"), tokenizer="mecab", vocab_size=k,
+                rare="pos+script")
+    assert v.id_to_token(v.rare_words["メロン"][0]) == "<unk-名詞-普通名詞-katakana>"
+    assert v.id_to_token(v.rare_words["りんご"][0]) == "<unk-名詞-普通名詞-hiragana>"
+    assert v.id_to_token(v.bucket_for("パパイヤ", "名詞-普通名詞-一般")) == "<unk-名詞-普通名詞-katakana>"
+    assert v.id_to_token(v.bucket_for("すもも", "名詞-普通名詞-一般")) == "<unk-名詞-普通名詞-hiragana>"
+    # k-means: katakana foods in one cluster, hiragana foods and places (more
+    # tokens of 名詞-普通名詞) in the other
+    vec = tmp_path / "w.vec"
+    rows = {w: ([1, 0.01 * i] if w in ("バナナ", "メロン") else [0.01 * i, 1])
+            for i, w in enumerate(FOODS + PLACES)}
+    vec.write_text(f"{len(rows)} 2\n" + "".join(f"{w} {a} {b}\n" for w, (a, b) in rows.items()),
+                   encoding="utf-8")
+    km = prepare(train, valid, None, str(tmp_path / "km"), tokenizer="mecab", vocab_size=k,
+                 rare="kmeans", buckets=2, vectors=str(vec))
+    kata, hira = km.rare_words["バナナ"][0], km.rare_words["りんご"][0]
+    assert kata != hira
+    assert km.bucket_for("パパイヤ", "名詞-普通名詞-一般") == kata
+    assert km.bucket_for("すもも", "名詞-普通名詞-一般") == hira
+    # a vocabulary written before the table existed places by POS alone
+    old = km.to_dict().copy()
+    del old["unseen_bucket_by_pos_script"]
+    assert Vocabulary.from_dict(old).bucket_for("パパイヤ", "名詞-普通名詞-一般") == hira
 
 
 def test_kmeans_assign_small_inputs(capfd):
