@@ -100,10 +100,16 @@ def cuda_arch_default(torch, cuda_home):
 
 def extensions():
     import torch
-    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+    from torch.utils import cpp_extension
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     sys.path.insert(0, str(ROOT))
     from qrnn_lm._ext import shared_libstdcxx  # link flags shared with the JIT build
+    from qrnn_lm._ext import fix_cuda_home
+
+    if fix_cuda_home(cpp_extension):  # nvcc on PATH is a wrapper: its real toolkit
+        print(f"qrnn_lm: CUDA toolkit at {cpp_extension.CUDA_HOME} (where nvcc on PATH runs)")
+    CUDA_HOME = cpp_extension.CUDA_HOME
 
     debug = env_flag("QRNN_LM_DEBUG")
     # -fno-trapping-math lets GCC vectorise the branch-free exp in the fused

@@ -97,3 +97,30 @@ def test_jit_fallback_compiles_cuda_only_with_a_visible_gpu(monkeypatch):
     assert _ext._try_jit() is None
     assert seen["sources"] and all(s.endswith(".cpp") for s in seen["sources"])
     assert "-DQRNN_LM_WITH_CUDA" not in seen["extra_cflags"]
+
+
+def test_cuda_home_behind_an_nvcc_wrapper(tmp_path, monkeypatch):
+    """nvcc on PATH as a wrapper script (/usr/local/bin/nvcc exec'ing the
+    toolkit's): torch took /usr/local for the toolkit and the link failed
+    (cannot find -lcudart); the real root comes from nvcc --dryrun."""
+    from qrnn_lm._ext import fix_cuda_home
+    real = tmp_path / "cuda-13.0"
+    (real / "bin").mkdir(parents=True)
+    (real / "bin" / "nvcc").write_text("#!/bin/sh\necho '#$ TOP=%s/bin/..'\n" % real)
+    (real / "lib").mkdir()
+    (real / "lib" / "libcudart.so").write_text("")
+    wrap = tmp_path / "local"
+    (wrap / "bin").mkdir(parents=True)
+    (wrap / "bin" / "nvcc").write_text(f'#!/bin/sh\nexec {real}/bin/nvcc "$@"\n')
+    for p in (real / "bin" / "nvcc", wrap / "bin" / "nvcc"):
+        p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    ext = types.SimpleNamespace(CUDA_HOME=str(wrap))
+    assert fix_cuda_home(ext) == str(real)
+    assert ext.CUDA_HOME == str(real) and os.environ["CUDA_HOME"] == str(real)
+    # a toolkit that has its libraries, or a CUDA_HOME given by the user, is kept
+    assert fix_cuda_home(types.SimpleNamespace(CUDA_HOME=str(real))) is None
+    monkeypatch.setenv("CUDA_HOME", str(wrap))
+    ext = types.SimpleNamespace(CUDA_HOME=str(wrap))
+    assert fix_cuda_home(ext) is None and ext.CUDA_HOME == str(wrap)
