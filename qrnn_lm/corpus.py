@@ -512,11 +512,17 @@ def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
     w = _SplitWriter(out_dir)
     namespaces: set = set()
     renderer = None
-    n = chars = 0
+    n = chars = failed = 0
     for title, text in iter_wiki_articles(path, sample, namespaces):
         if renderer is None or namespaces - renderer.drop_ns:
             renderer = _WikiRenderer(namespaces)
-        lines = list(normalizer.lines(renderer.lines(text)))
+        try:
+            lines = list(normalizer.lines(renderer.lines(text)))
+        except (QrnnLmError, KeyboardInterrupt):
+            raise
+        except Exception:  # a page mwparserfromhell cannot parse: skip it, count it
+            failed += 1
+            continue
         if lines:
             w.write(split_of(title, valid_fraction, test_fraction), lines)
             n += 1
@@ -524,6 +530,14 @@ def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
     paths = w.close()
     if stats is not None:
         stats.update(articles=n, lines=sum(w.lines.values()), chars=chars)
+        if failed:
+            stats["unparsable"] = failed
+    if failed:
+        msg = f"{path}: skipped {failed} article(s) whose wikitext could not be parsed."
+        if log:
+            log(f"warning: {msg}")
+        else:
+            warnings.warn(msg, stacklevel=2)
     if n == 0 or "train" not in paths:
         raise QrnnLmError(f"{path} yielded no article text; check that it is a MediaWiki "
                           "pages-articles dump.")

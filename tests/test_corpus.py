@@ -272,3 +272,21 @@ def test_debian_ja_missing_packages_message(tmp_path):
     root = _fake_debian_root(tmp_path, [])
     with pytest.raises(QrnnLmError, match="sudo apt-get install manpages-ja manpages-ja-dev"):
         C.extract_debian_ja(str(tmp_path / "out"), root=root)
+
+
+def test_wiki_unparsable_article_skipped_with_a_warning(tmp_path, monkeypatch):
+    dump = tmp_path / "d.xml"
+    dump.write_text(WIKI, encoding="utf-8")
+    real = C._WikiRenderer.lines
+
+    def flaky(self, text):
+        if text.startswith("二番目"):
+            raise RuntimeError("tokenizer exited with non-empty token stack")
+        return real(self, text)
+    monkeypatch.setattr(C._WikiRenderer, "lines", flaky)
+    stats = {}
+    with pytest.warns(UserWarning, match="skipped 1 article"):
+        paths = C.extract_wiki_dump(str(dump), str(tmp_path / "o"), valid_fraction=0.0,
+                                    test_fraction=0.0, stats=stats)
+    assert stats["articles"] == 2 and stats["unparsable"] == 1
+    assert "二番目" not in open(paths["train"], encoding="utf-8").read()
