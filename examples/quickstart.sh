@@ -28,6 +28,10 @@ echo "== 2/5 install qrnn_lm (compiles the C++ kernels; CUDA too where a toolkit
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
 pip install -q "$TORCH_SPEC" numpy setuptools wheel ninja
+if command -v nvcc >/dev/null && python -c "import torch, sys; sys.exit(not torch.version.cuda)"; then
+  echo "   (CUDA torch and nvcc: the CUDA kernels are compiled too, for the GPUs torch supports"
+  echo "   when none is visible -- some minutes on 2 cores; QRNN_LM_SKIP_CUDA=1 skips them)"
+fi
 pip install -q --no-build-isolation -e .   # -e: train.py below runs from this checkout
 python -c "import qrnn_lm.ops as o; print('compiled kernels for:', sorted(o.compiled_devices()))"
 

@@ -58,3 +58,40 @@ def shared_libstdcxx() -> list:
     except (OSError, subprocess.SubprocessError):
         return []
     return [path] if os.path.isabs(path) and os.path.exists(path) else []
+
+
+def _has_cudart(home) -> bool:
+    return any(os.path.exists(os.path.join(home, d, "libcudart.so")) for d in ("lib64", "lib"))
+
+
+def fix_cuda_home(cpp_extension) -> str | None:
+    """Points torch at the toolkit that the nvcc on PATH really runs.
+
+    Without CUDA_HOME/CUDA_PATH, torch takes the toolkit to be the parent of
+    the directory of the nvcc on PATH; for a wrapper script such as
+    /usr/local/bin/nvcc that execs /usr/local/cuda-13.0/bin/nvcc, that is
+    /usr/local, which has no libcudart, and the link fails ("cannot find
+    -lcudart").  nvcc --dryrun names its real root (TOP=...); when torch's
+    guess lacks libcudart and that root has it, it replaces torch's
+    CUDA_HOME (and the variable, for child processes).  Returns the new
+    home, or None when nothing was changed.  Used by setup.py and the JIT
+    build."""
+    home = cpp_extension.CUDA_HOME
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or not home \
+            or _has_cudart(home):
+        return None
+    nvcc = os.path.join(home, "bin", "nvcc")
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "qrnn_lm_probe.cu"], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("#$ TOP="):
+            top = os.path.normpath(line[len("#$ TOP="):].strip())  # .../bin/..
+            if os.path.isfile(os.path.join(top, "bin", "nvcc")) and _has_cudart(top) \
+                    and os.path.normpath(home) != top:
+                cpp_extension.CUDA_HOME = top
+                os.environ["CUDA_HOME"] = top
+                return top
+    return None

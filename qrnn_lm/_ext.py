@@ -71,6 +71,8 @@ def _try_jit() -> str | None:
         return "the csrc/ sources are not available for a JIT build"
     from torch.utils import cpp_extension
     cuda = bool(torch.cuda.is_available() and torch.version.cuda and cpp_extension.CUDA_HOME)
+    if cuda:
+        _build.fix_cuda_home(cpp_extension)  # nvcc on PATH may be a wrapper script
     try:
         cpp_extension.load(
             name="qrnn_lm_jit_cuda" if cuda else "qrnn_lm_jit",

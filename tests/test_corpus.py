@@ -1,6 +1,8 @@
 """Corpus readers: normalisation, bad input, Wikipedia dumps, debian-ja."""
 import bz2
 import gzip
+import os
+import re
 import warnings
 from xml.sax.saxutils import escape
 
@@ -97,7 +99,7 @@ def test_wiki_markup_stripped_and_sampled(tmp_path):
     arts = list(C.iter_wiki_articles(str(p)))
     assert [t for t, _ in arts] == ["記事一", "記事二", "記事三"]
     prose = C.strip_wiki_markup(arts[0][1])
-    assert prose == ["東京都は日本の首都である都市。人口が多い。",
+    assert prose == ["東京都（英語: Tokyo）は日本の首都である都市。人口が多い。",
                      "江戸と呼ばれた。外部リンクも見よ。"]
     # every 2nd article, counted over articles only (not redirects / other namespaces)
     assert [t for t, _ in C.iter_wiki_articles(str(p), sample=2)] == ["記事一", "記事三"]
@@ -106,12 +108,104 @@ def test_wiki_markup_stripped_and_sampled(tmp_path):
     paths = C.extract_wiki_dump(str(b), str(tmp_path / "out"), sample=1,
                                 valid_fraction=0.0, test_fraction=0.0)
     assert open(paths["train"], encoding="utf-8").read().splitlines() == [
-        "東京都は日本の首都である都市。人口が多い。", "江戸と呼ばれた。外部リンクも見よ。",
+        "東京都(英語: Tokyo)は日本の首都である都市。人口が多い。", "江戸と呼ばれた。外部リンクも見よ。",
         "二番目の記事です。", "三番目の記事です。"]
     bad = tmp_path / "bad.xml"
     bad.write_text("<mediawiki><page><title>x</title>", encoding="utf-8")
     with pytest.raises(QrnnLmError, match="not a readable MediaWiki"):
         list(C.iter_wiki_articles(str(bad)))
+
+
+JAWIKI = os.path.join(os.path.dirname(__file__), "data", "jawiki_excerpt.xml")
+
+# the prose of tests/data/jawiki_excerpt.xml (three articles; redirects, talk,
+# template, category, file and project pages skipped), NFKC-normalised
+JAWIKI_PROSE = [
+    "札幌市(さっぽろし)(アイヌ語: Satporo、英: Sapporo City)は、北海道の道央地方、石狩振興局に"
+    "位置する市。政令指定都市であり、北海道の道庁所在地である。",
+    "人口は日本で4番目に多い。「北の都」とも呼ばれる。",
+    "アイヌ語の「サッ・ポロ・ペッ」(sat-poro-pet、乾いた大きな川)に由来するという説が有力である。"
+    "別の説ではバチェラーが「サリ・ポロ・ペッ」を挙げている。英語: Sapporoの綴りは明治期に定まった。",
+    "1869年(明治2年)、開拓使が置かれ、島義勇が都市の建設に着手した。1922年に市制を施行し、"
+    "1972年には冬季オリンピックが開催された。",
+    "開催に合わせて地下鉄が開業した。",
+    "ケッペンの気候区分では亜寒帯湿潤気候(Dfa)に属する。年間降雪量は597 cmに達し、"
+    "人口100万人以上の都市としては世界有数の多雪地である。",
+    "「都市は人なり」と初代市長は述べた。",
+    "人口密度 は、約1,760人/km2である。",
+    "札幌駅は 北海道最大の駅で、1日の乗車人員は約10万人と多い。詳細は札幌市公式サイトを参照。"
+    "赤字の注記も本文である。",
+    "東京都(とうきょうと、英語: Tokyo Metropolis)は、日本の首都である。英語版や東京都のカテゴリも参照。",
+    "TokyoはTokyo(東京、Tōkyō)とも表記され、東京府を前身とする。重要な都市である。"
+    "東京都庁は新宿にある。その歴史は長い。",
+    "古語ではTokyo'nganとも書かれた(仮)。ある式はで表される。",
+    "出典を参照する記事もある。都の字を含む。",
+    "大通公園(おおどおりこうえん)は、札幌市中央区にある公園。",
+]
+
+# markup or punctuation that no extracted line may hold
+WIKI_DEBRIS = re.compile(r"\{\{|\}\}|\[\[|\]\]|[<>|=&{}\[\]]|https?:|''|__|\(\)|\(\s*[、,]|[、,]\s*\)|"
+                         r"、\s*、|^[、。,]|thumb|px|Category:|カテゴリ:|ファイル:|File:|画像:|"
+                         r"^[a-z-]+:|cite|ref|sfn|efn|formatnum|人口の推移|1,973,395|102,580")
+
+
+def test_jawiki_excerpt_prose_without_debris(tmp_path):
+    """A dump excerpt as jawiki writes it: 仮リンク, lang/lang-xx(-short),
+    読み仮名, Nihongo, ruby, 和暦, convert, 要出典範囲, nowrap, color kept as
+    text; infoboxes, citations, sfn/efn, tables, math, galleries, files,
+    categories, interlanguage links, lists, headings, magic words, redirects
+    and other namespaces dropped."""
+    stats = {}
+    paths = C.extract_wiki_dump(JAWIKI, str(tmp_path / "out"), valid_fraction=0.0,
+                                test_fraction=0.0, stats=stats)
+    lines = open(paths["train"], encoding="utf-8").read().splitlines()
+    assert lines == JAWIKI_PROSE
+    assert stats == {"articles": 3, "lines": len(JAWIKI_PROSE),
+                     "chars": sum(len(x) + 1 for x in JAWIKI_PROSE)}
+    for line in lines:
+        assert not WIKI_DEBRIS.search(line), line
+    # the same through bz2, as dumps are downloaded
+    b = tmp_path / "jawiki.xml.bz2"
+    b.write_bytes(bz2.compress(open(JAWIKI, "rb").read()))
+    paths = C.extract_wiki_dump(str(b), str(tmp_path / "bz"), valid_fraction=0.0,
+                                test_fraction=0.0)
+    assert open(paths["train"], encoding="utf-8").read().splitlines() == JAWIKI_PROSE
+
+
+def test_wiki_templates_and_links():
+    s = C.strip_wiki_markup
+    assert s("{{仮リンク|表示名|en|English}}によれば、") == ["表示名によれば、"]
+    assert s("{{仮リンク|表示名|en|English|label=別名}}は") == ["別名は"]
+    assert s("{{ill|イル|de|Ill}}。") == ["イル。"]
+    assert s("東京（{{lang-en-short|Tokyo}}、{{lang-fr-short|Tokyo}}）") == ["東京（英: Tokyo、仏: Tokyo）"]
+    assert s("東京（{{lang-en|Tokyo}}）") == ["東京（英語: Tokyo）"]
+    assert s("東京（{{Lang-xyz|Tok}}）") == ["東京（Tok）"]  # unknown language: the text
+    assert s("{{lang|en|Tokyo}}") == ["Tokyo"]
+    # dropped templates leave no "、、", "（）" or "（、"
+    assert s("東京（{{IPA-en|x}}、{{Audio|a.ogg}}、{{lang-en|Tokyo}}）は") == ["東京（英語: Tokyo）は"]
+    assert s("東京（{{IPA-en|x}}）は{{要出典|date=2020}}、、首都。") == ["東京は、首都。"]
+    assert s("[[en:Tokyo]]\n[[:en:Tokyo]]と[[:en:Tokyo|英語版]]") == ["Tokyoと英語版"]
+    assert s("[[Category:都市]][[カテゴリ:x]][[ファイル:a.jpg|thumb|[[b]]の図]]本文") == ["本文"]
+    assert s("[[Datei:a.jpg|mini|Bild]]Text", drop_namespaces={"Datei"}) == ["Text"]
+    # [[a (b)|]]: the "pipe trick" (expanded on save, so rare in dumps)
+    assert s("[[東京#歴史|東京の歴史]]と[[#概要]]と[[東京 (曖昧さ回避)|]]") == ["東京の歴史と概要と東京"]
+    assert s("{{読み仮名|漢字|かんじ}}と{{ruby|漢字|かんじ}}と<ruby>漢<rt>かん</rt></ruby>") == [
+        "漢字（かんじ）と漢字と漢"]
+    assert s("{{和暦|1989}}、{{和暦|2019}}、{{和暦|1850}}") == [
+        "1989年（平成元年）、2019年（令和元年）、1850年"]
+
+
+def test_wiki_dump_namespaces_from_siteinfo(tmp_path):
+    dump = tmp_path / "de.xml"
+    dump.write_text(
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/"><siteinfo><namespaces>'
+        '<namespace key="6">Datei</namespace><namespace key="14">Kategorie</namespace>'
+        '</namespaces></siteinfo><page><title>Tokio</title><ns>0</ns><id>1</id><revision>'
+        '<text>[[Datei:Tokio.jpg|mini|Bild]]Tokio ist die Hauptstadt.\n[[Kategorie:Stadt]]'
+        '</text></revision></page></mediawiki>', encoding="utf-8")
+    paths = C.extract_wiki_dump(str(dump), str(tmp_path / "o"), valid_fraction=0.0,
+                                test_fraction=0.0)
+    assert open(paths["train"], encoding="utf-8").read() == "Tokio ist die Hauptstadt.\n"
 
 
 def test_split_of_is_deterministic_and_proportional():
@@ -178,3 +272,21 @@ def test_debian_ja_missing_packages_message(tmp_path):
     root = _fake_debian_root(tmp_path, [])
     with pytest.raises(QrnnLmError, match="sudo apt-get install manpages-ja manpages-ja-dev"):
         C.extract_debian_ja(str(tmp_path / "out"), root=root)
+
+
+def test_wiki_unparsable_article_skipped_with_a_warning(tmp_path, monkeypatch):
+    dump = tmp_path / "d.xml"
+    dump.write_text(WIKI, encoding="utf-8")
+    real = C._WikiRenderer.lines
+
+    def flaky(self, text):
+        if text.startswith("二番目"):
+            raise RuntimeError("tokenizer exited with non-empty token stack")
+        return real(self, text)
+    monkeypatch.setattr(C._WikiRenderer, "lines", flaky)
+    stats = {}
+    with pytest.warns(UserWarning, match="skipped 1 article"):
+        paths = C.extract_wiki_dump(str(dump), str(tmp_path / "o"), valid_fraction=0.0,
+                                    test_fraction=0.0, stats=stats)
+    assert stats["articles"] == 2 and stats["unparsable"] == 1
+    assert "二番目" not in open(paths["train"], encoding="utf-8").read()
