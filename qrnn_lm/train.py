@@ -996,13 +996,13 @@ class Trainer:
     def validation_due(self, since_last: float, last_cost: float, next_batch: int) -> bool:
         """--eval-interval N: every N steps; by time (the default): when the
         time since the last validation is 19x what it cost (<= 5% of the run),
-        and at most 10 times per --max-minutes budget."""
+        at least 10 s, and at most 10 times per --max-minutes budget."""
         a = self.args
         if a.eval_interval is not None:
             return bool(a.eval_interval) and self.state.step % a.eval_interval == 0 and next_batch != 0
-        gap = 19.0 * last_cost
-        if a.max_minutes:
-            gap = max(gap, 6.0 * a.max_minutes)
+        if "valid" not in self.eval_batches:
+            return since_last >= 300.0        # nothing to validate: save last.pt every 5 minutes
+        gap = max(19.0 * last_cost, 10.0, 6.0 * (a.max_minutes or 0.0))
         return since_last >= gap
 
     # -- the loop ------------------------------------------------------------
