@@ -150,12 +150,13 @@ def markdown(result: dict, png_rel: str) -> str:
     table = summary(rows)
     minutes = sorted({m for (_, m) in table})
     lines = [BEGIN, "## What a budget buys (`benchmarks/bench_budget.py`)", "",
-             f"- Command: `{meta['command']}`",
+             "- Command" + ("s (the later ones add runs with --keep)" if len(meta.get("commands", [])) > 1 else "")
+             + ": " + "; ".join(f"`{c}`" for c in meta.get("commands", [meta["command"]])),
              f"- Corpus: {meta['corpus']}; machine: {meta['machine']}, {meta['cpus']} CPUs "
              f"(shared with other work: load average {meta['load_min']:.1f}–{meta['load_max']:.1f} during the runs), "
              f"{meta['threads']} torch thread(s) per run, torch {meta['torch']}, {meta['date']}.",
-             f"- Seeds: {', '.join(map(str, meta['seeds']))} ({len(meta['seeds'])} per cell"
-             f"{': one seed, so differences under ~1% are within noise' if len(meta['seeds']) == 1 else ''}). "
+             f"- Seeds: {', '.join(sorted({str(r['seed']) for r in rows}))}; a cell with more than one run shows "
+             "the mean and the number of seeds (n); one seed alone cannot separate differences of ~1-2% from noise. "
              "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
              "not start-up or the final evaluation.",
              "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
@@ -172,7 +173,9 @@ def markdown(result: dict, png_rel: str) -> str:
             bpc = sum(r["test_bpc"] for r in rs) / len(rs)
             steps = sum(r["steps"] for r in rs) / len(rs)
             toks = sum(r.get("tokens") or 0 for r in rs) / len(rs) / 1e6
-            cells.append(f"{bpc:.3f} ({steps:.0f}, {toks:.2f}M)")
+            spread = f" ±{(max(r['test_bpc'] for r in rs) - min(r['test_bpc'] for r in rs)) / 2:.3f}, n={len(rs)}" \
+                if len(rs) > 1 else ""
+            cells.append(f"{bpc:.3f}{spread} ({steps:.0f}, {toks:.2f}M)")
         if any(c != "–" for c in cells):
             lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -235,7 +238,9 @@ def main(argv=None) -> int:
         result = json.load(open(args.out, encoding="utf-8"))
     meta = result["meta"]
     if not args.report_only:
-        meta.update(command="python benchmarks/bench_budget.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        cmd = "python benchmarks/bench_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        meta["commands"] = meta.get("commands", [meta["command"]] if "command" in meta else []) + [cmd]
+        meta.update(command=cmd,
                     corpus=os.path.basename(os.path.normpath(args.corpus)),
                     machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=args.threads,
                     torch=torch.__version__, date=time.strftime("%Y-%m-%d", time.gmtime()), seeds=args.seeds)
