@@ -1033,7 +1033,9 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             self.runlog.close_bar()
-        self.log(f"stopped at step {s.step}: {stop_reason}; saved {os.path.join(self.save, LAST)}"
+        floor = f", floor {args.lr * args.min_lr_ratio:.2e}" if args.schedule in ("cosine", "linear") else ""
+        self.log(f"stopped at step {s.step}: {stop_reason} (last lr {getattr(self, 'last_lr', args.lr):.2e}{floor}); "
+                 f"saved {os.path.join(self.save, LAST)}"
                  + ("" if s.finished else " (continue with --resume)"))
         if not s.finished:
             self.runlog.close()
@@ -1062,6 +1064,7 @@ class Trainer:
                     step_lr *= x.size(0) / args.bptt
                 for g in opt.param_groups:
                     g["lr"] = step_lr
+                self.last_lr = step_lr
                 # forward, backward, step
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.stream:

@@ -123,7 +123,7 @@ def train_lrs(run):
     return {r["step"]: r["lr"] for r in metrics(run) if r["split"] == "train"}
 
 
-def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch):
+def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch, capsys):
     """--max-minutes 0.25 (15 s, one fake second a step): the lr decays to its
     floor at the end of the budget, never before; a run interrupted at step 5
     and resumed spends the rest of the same budget and matches the straight run."""
@@ -139,6 +139,7 @@ def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch)
     assert lrs[15] < 1.02 * floor + (0.01 - floor) * 0.5 * (1 - math.cos(math.pi / 15)) + 1e-12
     assert lrs[2] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 1 / 15))))
     assert all(lrs[s + 1] < lrs[s] for s in range(2, 15))                      # monotone after warmup
+    assert f"(last lr {lrs[15]:.2e}, floor {floor:.2e})" in capsys.readouterr().out
     FakeClock(monkeypatch, interrupt_at=5)
     assert train_mod.main(common + ["--save", b]) == 130
     ck = load_checkpoint(os.path.join(b, "last.pt"))
