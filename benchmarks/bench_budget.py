@@ -193,8 +193,8 @@ def markdown(result: dict, png_rel: str) -> str:
         d = 100 * (QUICKSTART_5MIN - ba) / QUICKSTART_5MIN
         toks = sum(r.get("tokens") or 0 for r in a5) / len(a5) / 1e6
         crit.append(f"- 5 min: the defaults reach {ba:.3f}, {abs(d):.1f}% {'below' if d >= 0 else 'above'} the "
-                    f"quickstart's earlier 5-minute result ({QUICKSTART_5MIN}, measured when the machine was "
-                    f"quieter: about 2.1M tokens in 5 minutes; here {toks:.2f}M).")
+                    f"earlier quickstart recipe's 5-minute result ({QUICKSTART_5MIN}); {toks:.2f}M tokens trained "
+                    "here on average.")
     chosen = next((r.get("chosen") for r in rows if r["contender"] == "defaults" and r.get("chosen")), None)
     if chosen:
         crit.append("- Settings the defaults rule chose (2-core CPU, this corpus, 2-minute run; warmup scales with the budget): "
