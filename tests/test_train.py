@@ -39,7 +39,7 @@ def test_train_lowers_loss(char_data, tmp_path, rnn, batching):
     run = str(tmp_path / "run")
     rc = train_mod.main(["--data", char_data, "--save", run, "--rnn", rnn, "--batching", batching, *TINY,
                          "--max-steps", "20", "--epochs", "50", "--log-interval", "5", "--eval-interval", "10",
-                         "--lr", "0.05",
+                         "--lr", "0.05", "--schedule", "constant",
                          "--dropout", "0", "--dropouth", "0", "--dropouti", "0", "--dropoute", "0"])
     assert rc == 0
     losses = list(train_losses(run).values())
@@ -54,22 +54,181 @@ def test_train_lowers_loss(char_data, tmp_path, rnn, batching):
             "best_val_loss"} <= set(ckpt)
 
 
+def interrupt_at(monkeypatch, n):
+    """Ctrl-C during the n-th training forward (the step completes, is saved, the run exits 130)."""
+    calls = {"n": 0}
+    orig = RNNLanguageModel.forward
+
+    def forward(self, *a, **k):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == n:
+                os.kill(os.getpid(), signal.SIGINT)
+        return orig(self, *a, **k)
+    monkeypatch.setattr(RNNLanguageModel, "forward", forward)
+    return orig
+
+
 @pytest.mark.parametrize("batching", ["stream", "sentences"])
-def test_resume_gives_identical_next_losses(char_data, tmp_path, batching):
-    """6 steps straight == 3 steps, stop, --resume, 3 more: identical losses,
-    with dropout, random BPTT lengths and AdamW state all in play."""
+def test_resume_gives_identical_next_losses(char_data, tmp_path, monkeypatch, batching):
+    """7 steps straight == 3 steps, Ctrl-C, --resume, 4 more: identical losses and
+    weights, with dropout, random BPTT lengths, AdamW state and the budget
+    schedule (cosine over --max-steps) all in play."""
     common = ["--data", char_data, "--batching", batching, *TINY, "--epochs", "50", "--log-interval", "1",
-              "--eval-interval", "4"]
+              "--eval-interval", "4", "--max-steps", "7"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert train_mod.main(common + ["--save", a, "--max-steps", "7"]) == 0
-    assert train_mod.main(common + ["--save", b, "--max-steps", "3"]) == 0
-    assert train_mod.main(common + ["--save", b, "--max-steps", "7", "--resume"]) == 0
+    assert train_mod.main(common + ["--save", a]) == 0
+    orig = interrupt_at(monkeypatch, 3)
+    assert train_mod.main(common + ["--save", b]) == 130
+    monkeypatch.setattr(RNNLanguageModel, "forward", orig)
+    assert train_mod.main(["--save", b, "--resume"]) == 0        # every other flag comes from the run
     la, lb = train_losses(a), train_losses(b)
     assert list(lb) == list(range(1, 8))
-    assert [la[s] for s in range(4, 8)] == [lb[s] for s in range(4, 8)]
+    assert [la[s] for s in range(1, 8)] == [lb[s] for s in range(1, 8)]
     ca, cb = load_checkpoint(os.path.join(a, "last.pt")), load_checkpoint(os.path.join(b, "last.pt"))
     for k in ca["model"]:
         assert torch.equal(ca["model"][k], cb["model"][k]), k
+
+
+class FakeClock:
+    """train.clock advanced by one second per training forward, so that a time
+    budget ends at the same step in every run."""
+
+    def __init__(self, monkeypatch, interrupt_at=0):
+        self.now, self.calls, self.interrupt_at = 1000.0, 0, interrupt_at
+        self.orig = RNNLanguageModel.forward
+        clock = self
+        monkeypatch.setattr(train_mod, "clock", lambda: clock.now)
+
+        def forward(model, *a, **k):
+            if model.training:
+                clock.now += 1.0
+                clock.calls += 1
+                if clock.calls == clock.interrupt_at:
+                    os.kill(os.getpid(), signal.SIGINT)
+            return clock.orig(model, *a, **k)
+        monkeypatch.setattr(RNNLanguageModel, "forward", forward)
+
+
+def train_lrs(run):
+    return {r["step"]: r["lr"] for r in metrics(run) if r["split"] == "train"}
+
+
+def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch, capsys):
+    """--max-minutes 0.25 (15 s, one fake second a step): the lr decays to its
+    floor at the end of the budget, never before; a run interrupted at step 5
+    and resumed spends the rest of the same budget and matches the straight run."""
+    common = ["--data", char_data, *TINY, "--log-interval", "1", "--max-minutes", "0.25", "--fixed-bptt",
+              "--lr", "0.01", "--warmup-steps", "2"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    FakeClock(monkeypatch)
+    assert train_mod.main(common + ["--save", a]) == 0
+    la, lrs = train_losses(a), train_lrs(a)
+    assert max(la) == 15
+    floor = 0.01 * 0.1
+    assert all(lr > 1.3 * floor for s, lr in lrs.items() if s <= 10), lrs      # no early collapse
+    assert lrs[15] < 1.02 * floor + (0.01 - floor) * 0.5 * (1 - math.cos(math.pi / 15)) + 1e-12
+    assert lrs[2] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 1 / 15))))
+    assert all(lrs[s + 1] < lrs[s] for s in range(2, 15))                      # monotone after warmup
+    assert f"(last lr {lrs[15]:.2e}, floor {floor:.2e})" in capsys.readouterr().out
+    FakeClock(monkeypatch, interrupt_at=5)
+    assert train_mod.main(common + ["--save", b]) == 130
+    ck = load_checkpoint(os.path.join(b, "last.pt"))
+    assert ck["step"] == 5 and ck["elapsed"] == pytest.approx(5.0) and not ck["finished"]
+    FakeClock(monkeypatch)
+    assert train_mod.main(["--save", b, "--resume"]) == 0
+    lb = train_losses(b)
+    assert list(lb) == list(range(1, 16))
+    assert [la[s] for s in lb] == [lb[s] for s in lb]
+    assert load_checkpoint(os.path.join(b, "last.pt"))["finished"] == "reached --max-minutes 0.25"
+
+
+def test_lr_schedule_function():
+    kw = dict(peak=1.0, warmup_steps=10, min_ratio=0.1)
+    assert train_mod.lr_at(0, 0.0, schedule="cosine", **kw) == pytest.approx(0.1)       # warmup
+    assert train_mod.lr_at(9, 0.0, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert train_mod.lr_at(50, 0.5, schedule="cosine", **kw) == pytest.approx(0.55)
+    assert train_mod.lr_at(99, 1.0, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert train_mod.lr_at(99, 1.0, schedule="linear", **kw) == pytest.approx(0.1)
+    assert train_mod.lr_at(50, 0.5, schedule="linear", **kw) == pytest.approx(0.55)
+    assert train_mod.lr_at(50, 0.7, schedule="constant", **kw) == 1.0
+    assert train_mod.lr_at(50, 0.7, schedule="plateau", plateau_scale=0.25, **kw) == 0.25
+    ps = [i / 100 for i in range(101)]
+    lrs = [train_mod.lr_at(1000, p, schedule="cosine", **kw) for p in ps]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and min(lrs[:-1]) > 0.1
+    # progress: the bound closest to its end decides
+    bp = train_mod.budget_progress
+    assert bp(step=50, epoch_pos=0.1, elapsed=30, max_steps=100, max_minutes=2, epochs=0) == 0.5
+    assert bp(step=10, epoch_pos=0.1, elapsed=90, max_steps=100, max_minutes=2, epochs=0) == 0.75
+    assert bp(step=10, epoch_pos=2.5, elapsed=0, max_steps=0, max_minutes=0, epochs=5) == 0.5
+    assert bp(step=10, epoch_pos=2.5, elapsed=999, max_steps=0, max_minutes=1, epochs=5) == 1.0
+
+
+def test_plateau_schedule_still_available(char_data, tmp_path):
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "3", "--schedule", "plateau",
+                           "--lr-decay", "0.5", "--lr", "0.01", "--fixed-bptt", "--log-interval", "1"]) == 0
+    valid = [r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    assert len(valid) == 3                              # once an epoch
+    lrs = list(train_lrs(run).values())
+    assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] in (0.01, 0.005, 0.0025)
+
+
+def test_defaults_rule():
+    cpu = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=5066, device="cpu", minutes=5)
+    assert (cpu["nlayers"], cpu["nhid"], cpu["emsize"], cpu["softmax"]) == (2, 256, 128, "adaptive")
+    assert cpu["dropout"] == 0.1 and cpu["dropoute"] == 0.0        # under two passes over the corpus
+    many = train_mod.choose_defaults(train_tokens=100_000, vocab_size=500, device="cpu", minutes=30)
+    assert many["dropout"] == 0.3 and many["dropoute"] == 0.1 and many["softmax"] == "full"
+    gpu = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=50_000, device="cuda", minutes=5)
+    assert gpu["nhid"] > cpu["nhid"] and gpu["batch_size"] > cpu["batch_size"]
+    sgd = train_mod.choose_defaults(train_tokens=10_000, vocab_size=50, device="cpu", max_steps=100,
+                                    optimizer="sgd")
+    assert sgd["lr"] == 30.0 and sgd["warmup_steps"] == 0
+    short = train_mod.choose_defaults(train_tokens=10_000, vocab_size=50, device="cpu", max_steps=100)
+    assert 1 <= short["warmup_steps"] <= 5
+
+
+def test_defaults_chosen_printed_recorded_and_flags_win(char_data, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, "--nhid", "20", "--batch_size", "4",
+                           "--max-steps", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("chosen for this run")]
+    assert "emsize=128" in line and "nhid" not in line and "batch_size" not in line
+    ck = load_checkpoint(os.path.join(run, "last.pt"))
+    assert ck["config"]["nhid"] == 20 and ck["config"]["emsize"] == 128
+    assert ck["chosen"]["emsize"] == 128 and "nhid" not in ck["chosen"] and ck["args"]["batch_size"] == 4
+
+
+@pytest.mark.parametrize("rnn", ["qrnn", "lstm"])
+def test_final_figures_do_not_depend_on_eval_batch_size(char_data, tmp_path, rnn):
+    """The same weights scored with --eval-batch-size 1, 3 and 7 give the same
+    test BPC (the whole split is one stream with its state carried)."""
+    run = str(tmp_path / "run")
+    base = ["--data", char_data, *TINY, "--rnn", rnn, "--max-steps", "4"]
+    assert train_mod.main(base + ["--save", run]) == 0
+    ckpt = load_checkpoint(os.path.join(run, "last.pt"))
+    from qrnn_lm.data import load_split
+    from qrnn_lm.lm import bits_per_char, build_model, load_vocab_dict, total_nll
+    vocab = load_vocab_dict(ckpt["vocab"])
+    model = build_model(ckpt, vocab)
+    split = load_split(char_data, "test")
+    bpcs = []
+    for ebs in (1, 3, 7):
+        args = train_mod.build_parser().parse_args(["--bptt", "12", "--eval-batch-size", str(ebs)])
+        args.batching = "stream"
+        nll, n = total_nll(model, train_mod.eval_batches_for(split, vocab.eos_id, args), "cpu", True)
+        assert n == split.tokens
+        bpcs.append(bits_per_char(nll, float(split.rare_logp.sum()), split.characters))
+    assert bpcs[1] == pytest.approx(bpcs[0], rel=1e-6) and bpcs[2] == pytest.approx(bpcs[0], rel=1e-6)
+    # and through train.py: results.json of two runs differing only in --eval-batch-size
+    r1, r2 = str(tmp_path / "r1"), str(tmp_path / "r2")
+    assert train_mod.main(base + ["--save", r1, "--eval-batch-size", "1"]) == 0
+    assert train_mod.main(base + ["--save", r2, "--eval-batch-size", "5"]) == 0
+    t1 = json.load(open(os.path.join(r1, "results.json")))["test"]["bpc"]
+    t2 = json.load(open(os.path.join(r2, "results.json")))["test"]["bpc"]
+    assert t1 == pytest.approx(t2, rel=1e-6)
 
 
 def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):

@@ -1,0 +1,280 @@
+"""What a user gets per budget: test bits per character at equal wall time.
+
+    python benchmarks/bench_budget.py --corpus ../shared/data/ja-debian-docs --minutes 2 5 1 \\
+        --contenders defaults classic sentencepiece char
+
+Contenders (all through train.py, one process per run):
+
+- ``defaults``: ``train.py --train --valid --test --max-minutes N`` and nothing
+  else (the defaults rule and budget schedule of train.py);
+- ``classic``: pytorch/examples' word_language_model recipe with this
+  package's LSTM, on the very same token stream as ``defaults``: ``--rnn lstm
+  --emsize 200 --nhid 200 --nlayers 2 --tied --optimizer sgd --lr 20 --clip
+  0.25 --dropout 0.2 --bptt 35 --batch_size 20``, plus what that recipe does
+  and our flags would otherwise choose (dropout 0.2 everywhere, no word
+  dropout, full softmax, fixed BPTT, no weight decay, lr / 4 after an epoch
+  whose validation does not improve);
+- ``sentencepiece``, ``char``: the defaults with ``--tokenizer sentencepiece`` /
+  ``char``.
+
+Each corpus/tokenizer pair is tokenized once into ``--cache-dir`` before the
+runs (train.py's own on-the-fly cache), so no run pays for tokenizing.  Runs
+are interleaved (for each budget and seed, every contender in turn) because
+the machine may be shared; each row records the steps and tokens it reached
+and the load average around it.  Results go to a JSON file (rewritten after
+every run; ``--keep`` reuses finished runs of it), a PNG of BPC against
+budget, and the block between ``<!-- bench_budget:begin -->`` and
+``<!-- bench_budget:end -->`` of docs/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+BEGIN, END = "<!-- bench_budget:begin -->", "<!-- bench_budget:end -->"
+CLASSIC = ["--rnn", "lstm", "--emsize", "200", "--nhid", "200", "--nlayers", "2", "--tied", "--optimizer", "sgd",
+           "--lr", "20", "--clip", "0.25", "--dropout", "0.2", "--bptt", "35", "--batch_size", "20",
+           # what the classic recipe also does, where our defaults would choose otherwise
+           "--dropouth", "0.2", "--dropouti", "0.2", "--dropoute", "0", "--softmax", "full", "--fixed-bptt",
+           "--wdecay", "0", "--schedule", "plateau", "--lr-decay", "0.25", "--eval-interval", "0"]
+TOKENIZER = {"defaults": None, "classic": None, "sentencepiece": "sentencepiece", "char": "char"}
+LABEL = {"defaults": "(a) defaults (MeCab)", "classic": "(b) classic recipe (LSTM 2x200, SGD 20)",
+         "sentencepiece": "(c) defaults, sentencepiece", "char": "(c) defaults, char"}
+QUICKSTART_5MIN = 2.891   # the README quickstart's 5-minute test BPC before the budget schedule
+
+
+def files(corpus: str) -> list:
+    return ["--train", os.path.join(corpus, "train.txt"), "--valid", os.path.join(corpus, "valid.txt"),
+            "--test", os.path.join(corpus, "test.txt")]
+
+
+def prepared_dir(corpus: str, tokenizer: str | None, cache: str) -> str:
+    """Tokenize once (train.py's cache); returns the prepared dataset directory."""
+    from qrnn_lm import train
+    argv = files(corpus) + ["--cache-dir", cache] + (["--tokenizer", tokenizer] if tokenizer else [])
+    args = train.build_parser().parse_args(argv)
+    t = time.time()
+    out = train.prepare_on_the_fly(args, True, False)
+    print(f"dataset for {tokenizer or 'mecab (defaults)'}: {out} ({time.time() - t:.0f} s)", flush=True)
+    return out
+
+
+def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data: dict, save: str) -> list:
+    base = [sys.executable, os.path.join(REPO, "train.py"), "--max-minutes", f"{minutes:g}", "--save", save,
+            "--no-progress"]
+    if seed != 1111:
+        base += ["--seed", str(seed)]
+    if name == "classic":
+        return base + ["--data", data["defaults"]] + CLASSIC
+    tok = TOKENIZER[name]
+    return base + files(corpus) + ["--cache-dir", cache] + (["--tokenizer", tok] if tok else [])
+
+
+def loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads) -> dict:
+    save = os.path.join(runs_dir, f"{name}-{minutes:g}m-s{seed}")
+    shutil.rmtree(save, ignore_errors=True)
+    cmd = command(name, minutes, seed, corpus, cache, data, save)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    load0, t0 = loadavg(), time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    with open(save + ".log", "w", encoding="utf-8") as f:
+        f.write(proc.stdout + proc.stderr)
+    row = {"contender": name, "minutes": minutes, "seed": seed, "rc": proc.returncode, "wall_s": round(wall, 1),
+           "load_before": load0, "load_after": loadavg(),
+           "command": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd[1:])}
+    if proc.returncode == 0:
+        res = json.load(open(os.path.join(save, "results.json"), encoding="utf-8"))
+        row.update(test_bpc=res["test"]["bpc"], valid_bpc=res["valid"]["bpc"], test_ppl=res["test"]["ppl"],
+                   steps=res["step"], tokens=res.get("tokens"), train_minutes=res.get("minutes"),
+                   chosen=res.get("chosen"),
+                   model=next((ln for ln in proc.stdout.splitlines() if ln.startswith("model:")), ""))
+    else:
+        row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    print(json.dumps({k: v for k, v in row.items() if k not in ("command", "chosen")}), flush=True)
+    return row
+
+
+def summary(rows: list) -> dict:
+    """Mean test BPC per (contender, minutes) over seeds, and the two criteria."""
+    out = {}
+    for r in rows:
+        if r.get("rc") == 0:
+            out.setdefault((r["contender"], r["minutes"]), []).append(r)
+    return out
+
+
+def write_plot(rows: list, png: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    table = summary(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in LABEL:
+        pts = sorted((m, sum(r["test_bpc"] for r in rs) / len(rs)) for (n, m), rs in table.items() if n == name)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=LABEL[name])
+    ax.set_xlabel("training budget (CPU minutes, wall time)")
+    ax.set_ylabel("test bits per character")
+    ax.set_xscale("log")
+    ticks = sorted({m for (_, m) in table})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{m:g}" for m in ticks])
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(png), exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict, png_rel: str) -> str:
+    rows, meta = result["runs"], result["meta"]
+    table = summary(rows)
+    minutes = sorted({m for (_, m) in table})
+    lines = [BEGIN, "## What a budget buys (`benchmarks/bench_budget.py`)", "",
+             "- Command" + ("s (the later ones add runs with --keep)" if len(meta.get("commands", [])) > 1 else "")
+             + ": " + "; ".join(f"`{c}`" for c in meta.get("commands", [meta["command"]])),
+             f"- Corpus: {meta['corpus']}; machine: {meta['machine']}, {meta['cpus']} CPUs "
+             f"(shared with other work: load average {meta['load_min']:.1f}–{meta['load_max']:.1f} during the runs), "
+             f"{meta['threads']} torch thread(s) per run, torch {meta['torch']}, {meta['date']}.",
+             f"- Seeds: {', '.join(sorted({str(r['seed']) for r in rows}))}; a cell with more than one run shows "
+             "the mean and the number of seeds (n); one seed alone cannot separate differences of ~1-2% from noise. "
+             "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
+             "not start-up or the final evaluation.",
+             "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
+             "(steps, million tokens trained).", ""]
+    head = "| contender | " + " | ".join(f"{m:g} min" for m in minutes) + " |"
+    lines += [head, "|---|" + "---|" * len(minutes)]
+    for name in LABEL:
+        cells = []
+        for m in minutes:
+            rs = table.get((name, m))
+            if not rs:
+                cells.append("–")
+                continue
+            bpc = sum(r["test_bpc"] for r in rs) / len(rs)
+            steps = sum(r["steps"] for r in rs) / len(rs)
+            toks = sum(r.get("tokens") or 0 for r in rs) / len(rs) / 1e6
+            spread = f" ±{(max(r['test_bpc'] for r in rs) - min(r['test_bpc'] for r in rs)) / 2:.3f}, n={len(rs)}" \
+                if len(rs) > 1 else ""
+            cells.append(f"{bpc:.3f}{spread} ({steps:.0f}, {toks:.2f}M)")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    crit = []
+    for m in (2, 5):
+        a, b = table.get(("defaults", m)), table.get(("classic", m))
+        if a and b:
+            ba = sum(r["test_bpc"] for r in a) / len(a)
+            bb = sum(r["test_bpc"] for r in b) / len(b)
+            crit.append(f"- {m:g} min: the defaults are {100 * (bb - ba) / bb:.1f}% below the classic recipe "
+                        f"({ba:.3f} vs {bb:.3f} test BPC).")
+    a5 = table.get(("defaults", 5))
+    if a5:
+        ba = sum(r["test_bpc"] for r in a5) / len(a5)
+        d = 100 * (QUICKSTART_5MIN - ba) / QUICKSTART_5MIN
+        toks = sum(r.get("tokens") or 0 for r in a5) / len(a5) / 1e6
+        crit.append(f"- 5 min: the defaults reach {ba:.3f}, {abs(d):.1f}% {'below' if d >= 0 else 'above'} the "
+                    f"earlier quickstart recipe's 5-minute result ({QUICKSTART_5MIN}); {toks:.2f}M tokens trained "
+                    "here on average.")
+    chosen = next((r.get("chosen") for r in rows if r["contender"] == "defaults" and r.get("chosen")), None)
+    if chosen:
+        crit.append("- Settings the defaults rule chose (2-core CPU, this corpus, 2-minute run; warmup scales with the budget): "
+                    + " ".join(f"{k}={v}" for k, v in sorted(chosen.items())) + ".")
+    lines += crit + ["", f"![test BPC against budget]({png_rel})", "",
+                     "Per-run rows (commands, steps, tokens, load): "
+                     f"[{os.path.relpath(meta['json'], os.path.join(REPO, 'docs'))}]"
+                     f"({os.path.relpath(meta['json'], os.path.join(REPO, 'docs'))}).", END]
+    return "\n".join(lines)
+
+
+def write_results_md(md_path: str, block: str) -> None:
+    text = open(md_path, encoding="utf-8").read() if os.path.exists(md_path) else "# Results\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "data", "ja-debian-docs"),
+                   help="a folder with train.txt, valid.txt, test.txt")
+    p.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 1])
+    p.add_argument("--contenders", nargs="+", choices=list(LABEL), default=list(LABEL))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1111])
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
+    p.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "bench_budget", "cache"))
+    p.add_argument("--runs-dir", default=os.path.join(REPO, "runs", "bench_budget"))
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "bench_budget_cpu.json"))
+    p.add_argument("--png", default=os.path.join(REPO, "docs", "img", "bpc_vs_budget.png"))
+    p.add_argument("--results-md", default=os.path.join(REPO, "docs", "RESULTS.md"))
+    p.add_argument("--keep", action="store_true", help="reuse the finished runs already in --out")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the plot and RESULTS.md from --out")
+    args = p.parse_args(argv)
+    import torch
+    result = {"meta": {}, "runs": []}
+    if (args.keep or args.report_only) and os.path.exists(args.out):
+        result = json.load(open(args.out, encoding="utf-8"))
+    meta = result["meta"]
+    if not args.report_only:
+        cmd = "python benchmarks/bench_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        meta["commands"] = meta.get("commands", [meta["command"]] if "command" in meta else []) + [cmd]
+        meta.update(command=cmd,
+                    corpus=os.path.basename(os.path.normpath(args.corpus)),
+                    machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=args.threads,
+                    torch=torch.__version__, date=time.strftime("%Y-%m-%d", time.gmtime()), seeds=args.seeds)
+    meta["json"] = os.path.abspath(args.out)
+    if not args.report_only:
+        os.makedirs(args.runs_dir, exist_ok=True)
+        data = {}
+        for name in args.contenders:
+            key = "defaults" if name == "classic" else name
+            if key not in data:
+                data[key] = prepared_dir(args.corpus, TOKENIZER[key], args.cache_dir)
+        done = {(r["contender"], r["minutes"], r["seed"]) for r in result["runs"] if r.get("rc") == 0}
+        result["runs"] = [r for r in result["runs"] if r.get("rc") == 0]
+        for minutes in args.minutes:
+            for seed in args.seeds:
+                for name in args.contenders:
+                    if (name, minutes, seed) in done:
+                        continue
+                    result["runs"].append(run_one(name, minutes, seed, args.corpus, args.cache_dir, data,
+                                                  args.runs_dir, args.threads))
+                    report(result, args)
+    report(result, args)
+    return 0
+
+
+def report(result: dict, args) -> None:
+    loads = [v for r in result["runs"] for v in (r.get("load_before"), r.get("load_after")) if v == v and v is not None]
+    result["meta"].update(load_min=min(loads) if loads else float("nan"), load_max=max(loads) if loads else float("nan"))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    write_plot(result["runs"], args.png)
+    write_results_md(args.results_md, markdown(result, os.path.relpath(args.png, os.path.dirname(args.results_md))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
