@@ -1073,11 +1073,11 @@ class Trainer:
                 # the schedule: progress in steps / training time / epochs, whichever is furthest
                 s.elapsed = clock() - t_session
                 step_lr = self.lr(self.progress())
+                self.last_lr = step_lr                   # the schedule's lr (logged), before window scaling
                 if self.stream and not args.fixed_bptt:  # awd-lstm-lm: lr scaled with the window length
                     step_lr *= x.size(0) / args.bptt
                 for g in opt.param_groups:
                     g["lr"] = step_lr
-                self.last_lr = step_lr
                 # forward, backward, step
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.stream:
