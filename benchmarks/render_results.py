@@ -34,8 +34,8 @@ def _rel(path: str) -> str:
 
 def keep_budget_block(old: str, new: str) -> str:
     """``new`` with the bench_budget block of ``old`` (if any) put back
-    verbatim: after the same heading as in ``old`` when ``new`` has it, else
-    before "## Regenerate", else at the end."""
+    verbatim: at the end of the section of the same heading as in ``old``
+    when ``new`` has it, else before "## Regenerate", else at the end."""
     b = old.find(BUDGET_BEGIN)
     e = old.find(BUDGET_END, b + 1)
     if b < 0 or e < 0:
@@ -48,9 +48,16 @@ def keep_budget_block(old: str, new: str) -> str:
     lines = new.split("\n")
     at = None
     if heading is not None and heading in lines:
+        level = len(heading) - len(heading.lstrip("#"))
         at = lines.index(heading) + 1
-        while at < len(lines) and lines[at].strip() == "":
+        while at < len(lines) and not (lines[at].startswith("#")
+                                       and len(lines[at]) - len(lines[at].lstrip("#")) <= level):
             at += 1
+        while at > 0 and lines[at - 1].strip() == "":   # the block follows the section's text
+            at -= 1
+        if at == len(lines) or all(ln.strip() == "" for ln in lines[at:]):
+            return "\n".join(lines[:at]).rstrip("\n") + "\n\n" + block + "\n"
+        return "\n".join(lines[:at] + ["", block, ""] + lines[at:])
     elif "## Regenerate" in lines:
         at = lines.index("## Regenerate")
     if at is None:
@@ -136,9 +143,7 @@ def plot_sweep(d: dict, path: str) -> None:
     ax.set_title("Rare-word schemes at equal training steps")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def sweep_section(d: dict, img_dir: str, rel: str) -> list:
@@ -258,6 +263,12 @@ def sweep_findings(d: dict) -> list:
     return out
 
 
+def _save(plt, fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plt():
     import matplotlib
     matplotlib.use("Agg")
@@ -301,9 +312,7 @@ def plot_rare(d: dict, datasets: dict, path: str) -> None:
                        Line2D([], [], color="k", marker="|", linestyle="", markersize=10, markeredgewidth=2,
                               label="in the test text")], loc="upper center", bbox_to_anchor=(0.5, -0.13),
                ncol=2, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_curves(d: dict, path: str) -> None:
@@ -322,9 +331,7 @@ def plot_curves(d: dict, path: str) -> None:
     ax.set_title("Learning curves, same model size, 2 CPU cores")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_memory(d: dict, path: str) -> None:
@@ -340,9 +347,7 @@ def plot_memory(d: dict, path: str) -> None:
     ax.set_title("Memory vs vocabulary (batch 32 x bptt 70, 2x650 QRNN)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def within_bucket_bits(ds: dict):

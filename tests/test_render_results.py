@@ -74,3 +74,15 @@ def test_render_committed_results_and_keep_budget_block(tmp_path):
 def test_cli_missing_json(tmp_path, capsys):
     assert R.main(["--json", str(tmp_path / "none.json"), "--out", str(tmp_path / "R.md")]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_budget_block_stays_at_the_end_of_its_section():
+    block = R.BUDGET_BEGIN + "\nbudget\n" + R.BUDGET_END
+    old = "# R\n\n## A\n\ntext a\n\n" + block + "\n\n## B\n\ntext b\n"
+    new = "# R\n\n## A\n\nnew a\n\n## B\n\nnew b\n"
+    out = R.keep_budget_block(old, new)
+    assert out.index("new a") < out.index(R.BUDGET_BEGIN) < out.index("## B")
+    assert R.keep_budget_block(out, new) == out          # rendering again changes nothing
+    tail = "# R\n\n## Regenerate\n\ncommands\n\n" + block + "\n"
+    again = R.keep_budget_block(tail, "# R\n\n## Regenerate\n\ncommands\n")
+    assert again.index("commands") < again.index(R.BUDGET_BEGIN)
