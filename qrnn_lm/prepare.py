@@ -284,13 +284,20 @@ def _stage_prefix(out: str) -> str:
     return f".{os.path.basename(out)}{_STAGE_TAG}{socket.gethostname()}-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie -- killed,
+    not yet reaped -- does not).  Used for prepare's staging directories and
+    train.py's run-directory lock."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:   # e.g. another user's process: it exists
         return True
+    with contextlib.suppress(OSError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
     return True
 
 
@@ -306,7 +313,7 @@ def remove_stale_staging(parent: str, log=None) -> None:
         if not name.startswith(".") or marker not in name:
             continue
         pid = name.rsplit(marker, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             if log:
                 log(f"removed {os.path.join(parent, name)}, left by an interrupted prepare")

@@ -234,7 +234,8 @@ def prepare_settings(args, train_bytes: int) -> dict:
             settings.update(vocab_size=5000, rare="pos+script")
         elif tokenizer == "sentencepiece":
             settings.update(vocab_size=8000)
-    settings.setdefault("workers", max(1, min(8, os.cpu_count() or 1)))
+    from qrnn_lm.prepare import usable_cpus
+    settings.setdefault("workers", min(8, usable_cpus()))
     return settings
 
 
@@ -432,17 +433,8 @@ class RunLock:
             return False
         if pid == os.getpid():
             return False      # left by an earlier run of this very process
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        with contextlib.suppress(OSError):   # a zombie (killed, not yet reaped) holds nothing
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return False
-        return True
+        from qrnn_lm.prepare import pid_alive
+        return pid_alive(pid)   # a zombie (killed, not yet reaped) holds nothing
 
     def release(self) -> None:
         if self.held:
