@@ -63,26 +63,63 @@ DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "ja-d
 # bookkeeping
 # ---------------------------------------------------------------------------
 class Store:
-    """The results JSON, rewritten atomically after every step."""
+    """The results JSON, rewritten atomically after every step.
+
+    Safe for several threads and several runner processes at once: every
+    write takes a lock file, reads what the others stored, lays this
+    process's sections over it and replaces the file."""
 
     def __init__(self, path: str):
+        import threading
         self.path = path
         self.d = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+        self._lock = threading.RLock()
 
     def get(self, section: str, key: str):
         return self.d.get(section, {}).get(key)
 
     def put(self, section: str, key: str, value) -> None:
-        self.d.setdefault(section, {})[key] = value
-        self.save()
+        with self._lock:
+            self.d.setdefault(section, {})[key] = value
+            self.save(touched={(section, key)})
 
-    def save(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.d, f, ensure_ascii=False, indent=1)
-            f.write("\n")
-        os.replace(tmp, self.path)
+    def drop(self, section: str, key: str) -> None:
+        with self._lock:
+            if self.d.get(section, {}).pop(key, None) is not None:
+                self.save(dropped={(section, key)})
+
+    def save(self, touched=(), dropped=(), sections=()) -> None:
+        """Write the JSON: the file's keys, with this process's keys that the
+        file lacks, the (section, key) pairs in ``touched`` and every key of
+        the ``sections`` laid over them."""
+        import fcntl
+        with self._lock:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path + ".lock", "w") as lk:
+                fcntl.flock(lk, fcntl.LOCK_EX)
+                disk = json.load(open(self.path, encoding="utf-8")) if os.path.exists(self.path) else {}
+                for section, keys in self.d.items():
+                    sec = disk.setdefault(section, {})
+                    if not isinstance(keys, dict) or not isinstance(sec, dict):
+                        disk[section] = keys
+                        continue
+                    for k, v in keys.items():
+                        if section in sections or (section, k) in touched or k not in sec:
+                            sec[k] = v
+                for section, k in dropped:
+                    disk.get(section, {}).pop(k, None)
+                tmp = self.path + ".tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(disk, f, ensure_ascii=False, indent=1)
+                    f.write("\n")
+                os.replace(tmp, self.path)
+                for section, v in disk.items():  # in place: callers may hold a section's dict
+                    cur = self.d.get(section)
+                    if isinstance(cur, dict) and isinstance(v, dict):
+                        cur.clear()
+                        cur.update(v)
+                    else:
+                        self.d[section] = v
 
 
 def log(msg: str) -> None:
@@ -155,6 +192,9 @@ def prepare(name: str, flags: list, files: dict, args, profile, store: Store) ->
     done = store.get("datasets", name)
     if done and any(os.path.isfile(os.path.join(out, f"{s}.meta.json")) for s in ("test", HELDOUT)) \
             and name not in args.redo:
+        if done.get("dir") != out:  # the work folder moved
+            done = dict(done, dir=out)
+            store.put("datasets", name, done)
         return done
     if os.path.exists(out):
         shutil.rmtree(out)
@@ -303,7 +343,7 @@ def exp_rare(args, profile, files, store):
     full = prepare("full", ["--vocab-size", str(10 ** 9), "--rare", "unk"], files, args, profile, store)
     n_keep = round(CUT * full["kept_words"])
     store.d.setdefault("meta", {})["cut"] = {"types": full["kept_words"], "kept": n_keep, "fraction": CUT}
-    store.save()
+    store.save(sections={"meta"})
     for name, label, flags in RARE_METHODS:
         if name not in profile["methods"]:
             continue
@@ -445,8 +485,7 @@ def attempt(store: Store, key: str, fn):
         log(f"  {key} failed: {e}")
         store.put("failed", key, str(e))
         return None
-    if store.d.get("failed", {}).pop(key, None) is not None:
-        store.save()
+    store.drop("failed", key)
     return out
 
 
@@ -506,18 +545,20 @@ def write_fasttext_vec(full_dir: str, path: str, seed: int = 0) -> dict:
 
 
 _TEST_POS1 = {}
+_MECAB_LOCK = __import__("threading").Lock()  # one MeCab tagger for the runner's threads
 
 
 def pos1_counts(lines) -> dict:
     """UniDic pos1 (名詞, 助詞, ...) counts of MeCab tokens of ``lines``."""
     from collections import Counter
     from qrnn_lm.tokenizers import MecabTokenizer
-    tok = _TEST_POS1.setdefault("tok", MecabTokenizer())
-    c = Counter()
-    for line in lines:
-        line = line.strip()
-        if line:
-            c.update(pos.split("-")[0] for _, pos in tok.tokenize(line))
+    with _MECAB_LOCK:
+        tok = _TEST_POS1.setdefault("tok", MecabTokenizer())
+        c = Counter()
+        for line in lines:
+            line = line.strip()
+            if line:
+                c.update(pos.split("-")[0] for _, pos in tok.tokenize(line))
     return dict(c)
 
 
@@ -536,9 +577,15 @@ def generation_pos(run_dir: str, test_counts: dict, n: int, tokens: int) -> dict
             "leaks": sum(sum(name in t for name in names) for t in texts), "texts": texts[:3]}
 
 
-def _sweep_cmd(args, data: str, save: str, steps: int, seed: int) -> list:
+def _sweep_cmd(args, data: str, save: str, steps: int, seed: int, softmax: str) -> list:
     return [sys.executable, "-u", os.path.join(REPO, "train.py"), "--data", data, "--save", save,
-            "--max-steps", str(steps), "--seed", str(seed)] + SWEEP_MODEL
+            "--max-steps", str(steps), "--seed", str(seed), "--softmax", softmax] + SWEEP_MODEL
+
+
+def sweep_softmax(kept: int) -> str:
+    """The output layer the defaults rule gives a cut (adaptive above 2,000
+    outputs), the same for every scheme of the cut."""
+    return "adaptive" if kept > 2000 else "full"
 
 
 def sweep_bits(run_dir: str, data_dir: str) -> dict:
@@ -559,26 +606,35 @@ def sweep_bits(run_dir: str, data_dir: str) -> dict:
 def exp_sweep(args, profile, files, store):
     """Rare-word schemes at several vocabulary cuts, each trained for the same
     number of steps with several seeds (paired: seed s is the same for every
-    scheme), scored on test bits per character and generated-text POS."""
+    scheme), scored on test bits per character and generated-text POS.
+
+    ``--jobs N`` runs N datasets at once (each: prepare, then its seeds), with
+    the CPU threads shared between them; cuts run in the profile's order."""
+    from concurrent.futures import ThreadPoolExecutor
     sp = profile["sweep"]
+    wanted = args.schemes or sp["schemes"]
+    schemes = [s for s in SWEEP_SCHEMES if s[0] in wanted]
     full = prepare("full", ["--vocab-size", str(10 ** 9), "--rare", "unk"], files, args, profile, store)
-    cuts = store.get("sweep_meta", "cuts")
-    if cuts is None or sorted(cuts) != sorted(f"{round(100 * s)}%" for s in sp["shares"]):
-        cuts = cut_sizes(full["dir"], sp["shares"])
+    cuts = store.get("sweep_meta", "cuts") or {}
+    if any(f"{round(100 * s)}%" not in cuts for s in sp["shares"]):
+        cuts.update(cut_sizes(full["dir"], [s for s in sp["shares"] if f"{round(100 * s)}%" not in cuts]))
         store.put("sweep_meta", "cuts", cuts)
+    cfg = store.get("sweep_meta", "config") or {}
+    known = cfg.get("schemes", {}) if cfg.get("steps") == sp["steps"] else {}
+    known.update({n: {"label": lab, "flags": f} for n, lab, f in schemes})
     store.put("sweep_meta", "config", {"steps": sp["steps"], "seeds": sp["seeds"], "buckets": sp["buckets"],
                                        "model": " ".join(SWEEP_MODEL), "samples": sp["samples"],
-                                       "sample_tokens": sp["sample_tokens"],
-                                       "schemes": {n: {"label": lab, "flags": f} for n, lab, f in SWEEP_SCHEMES
-                                                   if n in sp["schemes"]}})
+                                       "softmax": {c: sweep_softmax(v["kept"]) for c, v in cuts.items()},
+                                       "sample_tokens": sp["sample_tokens"], "schemes": known})
     sweep_files = dict(files)
     sweep_files["valid"] = os.path.join(args.work, "text", "valid_sweep.txt")
     with open(os.path.join(args.data_dir, "valid.txt"), encoding="utf-8") as f:
         lines = f.readlines()[:profile.get("lines", {}).get("valid")]
-    with open(sweep_files["valid"], "w", encoding="utf-8") as f:  # validation only ends the run: keep it small
+    with open(sweep_files["valid"] + ".tmp", "w", encoding="utf-8") as f:  # validation only ends the run: keep it small
         f.writelines(lines[::sp["valid_every"]])
+    os.replace(sweep_files["valid"] + ".tmp", sweep_files["valid"])
     vec = os.path.join(args.work, "fasttext.vec")
-    if any("fasttext" in n for n in sp["schemes"]):
+    if any("fasttext" in n for n, _, _ in schemes):
         info = attempt(store, "sweep/fasttext", lambda: write_fasttext_vec(full["dir"], vec))
         if info and not info.get("cached"):
             store.put("sweep_meta", "fasttext", info)
@@ -586,50 +642,69 @@ def exp_sweep(args, profile, files, store):
     if test_counts is None:
         test_counts = pos1_counts(open(files["test"], encoding="utf-8"))
         store.put("sweep_meta", "test_pos1", test_counts)
-    for cut, c in sorted(cuts.items(), key=lambda kv: kv[1]["target"]):
-        for name, label, flags in SWEEP_SCHEMES:
-            if name not in sp["schemes"]:
-                continue
-            ds_name = f"sweep-{cut.rstrip('%')}-{name}"
-            flags = [f.replace("{K}", str(sp["buckets"])).replace("{FASTTEXT}", vec)
-                     .replace("{CONTEXT}", os.path.join(args.work, "runs", "sweep", f"{cut.rstrip('%')}-unk-s{sp['seeds'][0]}"))
-                     for f in flags]
-            ds = attempt(store, f"sweep/{cut}/{name}/prepare",
-                         lambda: prepare(ds_name, ["--vocab-size", str(c["kept"])] + flags, sweep_files, args,
-                                         profile, store))
-            if ds is None:
-                continue
-            for ext in (".ids.npy", ".rare_logp.npy", ".meta.json"):
-                src = os.path.join(ds["dir"], "test" + ext)
-                if os.path.exists(src):
-                    os.replace(src, os.path.join(ds["dir"], HELDOUT + ext))
-            for seed in sp["seeds"]:
-                key = f"{cut}/{name}/s{seed}"
-                if store.get("sweep", key) and key not in args.redo:
-                    continue
-                run = os.path.join(args.work, "runs", "sweep", f"{cut.rstrip('%')}-{name}-s{seed}")
 
-                def one():
-                    if os.path.exists(run):
-                        shutil.rmtree(run)
-                    cmd = _sweep_cmd(args, ds["dir"], run, sp["steps"], seed)
-                    r = run_logged(cmd, os.path.join(args.work, "logs", f"sweep_{cut.rstrip('%')}_{name}_s{seed}.log"),
-                                   child_env(args.threads))
-                    if r["rc"]:
-                        raise RuntimeError(f"train failed (rc {r['rc']}): {r['lines'][-1][1] if r['lines'] else ''}")
-                    res = json.load(open(os.path.join(run, "results.json"), encoding="utf-8"))
-                    out = {"steps": res["step"], "valid_bpc": res.get("valid", {}).get("bpc"), "wall_s": r["wall_s"],
-                           "bits": sweep_bits(run, ds["dir"]),
-                           "gen": generation_pos(run, test_counts, sp["samples"], sp["sample_tokens"])}
-                    out["test_bpc"] = out["bits"]["total"]
-                    return out
-                out = attempt(store, f"sweep/{key}", one)
-                if out is not None:
-                    store.put("sweep", key, out)
-                    log(f"  sweep {key}: test bpc {out['test_bpc']:.4f} (kept {out['bits']['kept']:.3f} + bucket "
-                        f"{out['bits']['bucket']:.3f} + within {out['bits']['within']:.3f}), "
-                        f"JS {out['gen']['js_bits']:.3f}, content {100 * out['gen']['content_share']:.1f}%, "
-                        f"{out['wall_s']:.0f}s")
+    def run_dir(cut, name, seed):
+        return os.path.join(args.work, "runs", "sweep", f"{cut.rstrip('%')}-{name}-s{seed}")
+
+    def dataset_job(cut, c, name, flags, after=None):
+        if after is not None:  # context vectors come from this cut's first unk run
+            after.result()
+        tag = cut.rstrip("%")
+        flags = [f.replace("{K}", str(sp["buckets"])).replace("{FASTTEXT}", vec)
+                 .replace("{CONTEXT}", run_dir(cut, "unk", sp["seeds"][0])) for f in flags]
+        ds = attempt(store, f"sweep/{cut}/{name}/prepare",
+                     lambda: prepare(f"sweep-{tag}-{name}", ["--vocab-size", str(c["kept"])] + flags, sweep_files,
+                                     args, profile, store))
+        if ds is None:
+            return
+        for ext in (".ids.npy", ".rare_logp.npy", ".meta.json"):
+            src = os.path.join(ds["dir"], "test" + ext)
+            if os.path.exists(src):
+                os.replace(src, os.path.join(ds["dir"], HELDOUT + ext))
+        for seed in sp["seeds"]:
+            key = f"{cut}/{name}/s{seed}"
+            if store.get("sweep", key) and key not in args.redo:
+                continue
+            run = run_dir(cut, name, seed)
+
+            def one():
+                if os.path.exists(run):
+                    shutil.rmtree(run)
+                cmd = _sweep_cmd(args, ds["dir"], run, sp["steps"], seed, sweep_softmax(c["kept"]))
+                r = run_logged(cmd, os.path.join(args.work, "logs", f"sweep_{tag}_{name}_s{seed}.log"),
+                               child_env(args.threads))
+                if r["rc"]:
+                    raise RuntimeError(f"train failed (rc {r['rc']}): {r['lines'][-1][1] if r['lines'] else ''}")
+                res = json.load(open(os.path.join(run, "results.json"), encoding="utf-8"))
+                t0 = time.monotonic()
+                out = {"steps": res["step"], "valid_bpc": res.get("valid", {}).get("bpc"), "wall_s": r["wall_s"],
+                       "bits": sweep_bits(run, ds["dir"]),
+                       "gen": generation_pos(run, test_counts, sp["samples"], sp["sample_tokens"])}
+                out["score_s"] = time.monotonic() - t0
+                out["test_bpc"] = out["bits"]["total"]
+                return out
+            out = attempt(store, f"sweep/{key}", one)
+            if out is not None:
+                store.put("sweep", key, out)
+                log(f"  sweep {key}: test bpc {out['test_bpc']:.4f} (kept {out['bits']['kept']:.3f} + bucket "
+                    f"{out['bits']['bucket']:.3f} + within {out['bits']['within']:.3f}), "
+                    f"JS {out['gen']['js_bits']:.3f}, content {100 * out['gen']['content_share']:.1f}%, "
+                    f"train {out['wall_s']:.0f}s + score {out['score_s']:.0f}s")
+
+    order = sorted(cuts.items(), key=lambda kv: sp.get("order", sp["shares"]).index(kv[1]["target"])
+                   if kv[1]["target"] in sp.get("order", sp["shares"]) else 99)
+    order = [(cut, c) for cut, c in order if c["target"] in sp["shares"]]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = []
+        for cut, c in order:
+            first = {}
+            for name, label, flags in schemes:
+                after = first.get("unk") if "{CONTEXT}" in " ".join(flags) else None
+                fut = pool.submit(dataset_job, cut, c, name, flags, after)
+                first.setdefault(name, fut)
+                futures.append(fut)
+        for fut in futures:
+            fut.result()
 
 
 CONTENT_POS1 = ("名詞", "動詞", "形容詞", "形状詞")  # nouns, verbs, adjectives (形状詞: adjectival nouns)
@@ -720,10 +795,19 @@ def main(argv=None) -> int:
                    default=None,
                    help="run only these experiments (the report covers whatever is stored)")
     p.add_argument("--redo", nargs="*", default=[], help="step names to run again (e.g. kmeans64 qrnn-stream)")
-    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS of the runs (default: torch's; with --jobs N: the CPUs / N)")
+    p.add_argument("--jobs", type=int, default=1, help="sweep datasets trained at once (default 1)")
+    p.add_argument("--schemes", nargs="+", default=None, choices=[n for n, _, _ in SWEEP_SCHEMES],
+                   help="sweep only these bucket schemes (default: the profile's)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the stored JSON")
     args = p.parse_args(argv)
     profile = PROFILES["quick" if args.quick else "real"]
+    if args.jobs > 1 and not args.threads:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)  # the runner's own scoring and sampling
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "qrnn_lm")
     args.work = os.path.abspath(args.work or os.path.join(cache, "experiments_quick" if args.quick else "experiments"))
     os.makedirs(os.path.join(args.work, "logs"), exist_ok=True)
@@ -752,7 +836,7 @@ def main(argv=None) -> int:
             q = subprocess.run([sys.executable, "-c", "import resource, torch; print(resource.getrusage("
                                 "resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True)
             meta["baseline_rss_bytes"] = int(q.stdout.strip() or 0)
-        store.save()
+        store.save(sections={"meta"})
         only = set(args.only or ["rare", "rnn", "memory", "repeat", "breakdown", "sweep"])
         files = corpus_files(args, profile)
         steps = [("rare", lambda: exp_rare(args, profile, files, store)),
@@ -770,10 +854,10 @@ def main(argv=None) -> int:
                 failed.append(name)
             meta["finished"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
             meta["total_minutes"] = meta.get("total_minutes_before", 0) + (time.time() - t0) / 60
-            store.save()
+            store.save(sections={"meta"})
             render_results.render(store.d, md_path, img_dir, json_path)  # after each: a crash keeps the report
         meta["total_minutes_before"] = meta["total_minutes"]
-        store.save()
+        store.save(sections={"meta"})
         if failed:
             log(f"failed: {', '.join(failed)} (rerun to retry; finished steps are kept)")
     render_results.render(store.d, md_path, img_dir, json_path)
