@@ -47,6 +47,7 @@ SWEEP_SCHEMES = [  # (name, label, prepare flags beyond --vocab-size N; {K}, {FA
                                                                 "--vectors", "{CONTEXT}"]),
     ("pos+kmeans-fasttext", "pos+kmeans, fastText vectors", ["--rare", "pos+kmeans", "--buckets", "{K}",
                                                              "--pos-depth", "2", "--vectors", "{FASTTEXT}"]),
+    ("exchange", "exchange classes (no vectors)", ["--rare", "exchange", "--buckets", "{K}"]),
 ]
 
 PROFILES = {
@@ -59,7 +60,7 @@ PROFILES = {
                                                                          "qrnn-sentences": 180, "lstm-sentences": 90},
              "log_interval": 10, "methods": [m[0] for m in RARE_METHODS], "mem_sizes": MEM_SIZES,
              "workers": 2,
-             # 4 cuts x 7 schemes x 3 seeds x 1,200 steps (about half a pass over the
+             # 4 cuts x 8 schemes x 3 seeds x 1,200 steps (about half a pass over the
              # corpus, a 1-2 minute budget): ~1.5 h with --jobs 2 on 2 idle cores.
              # Cuts run in "order": the 10% and 20% cuts first.
              "sweep": {"shares": [0.02, 0.05, 0.10, 0.20], "order": [0.10, 0.20, 0.05, 0.02], "steps": 1200,

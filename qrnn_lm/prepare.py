@@ -39,7 +39,8 @@ from .errors import QrnnLmError
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
 from .vocab import RARE_MODES, Vocabulary
-from .wordvec import VECTOR_KINDS, fasttext_vectors, ppmi_svd_vectors, vec_file_vectors
+from .wordvec import (VECTOR_KINDS, exchange_clusters, fasttext_vectors, ppmi_svd_vectors,
+                      vec_file_vectors)
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -153,7 +154,7 @@ def usable_cpus() -> int:
 def _check_settings(train, valid, test, *, rare, buckets, workers, vectors, **_):
     if rare not in RARE_MODES:
         raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
-    if rare in ("kmeans", "pos+kmeans") and not buckets:
+    if rare in ("kmeans", "pos+kmeans", "exchange") and not buckets:
         raise QrnnLmError(f"--rare {rare} needs --buckets K.")
     vectors = vectors or "ppmi"
     if workers < 1:
@@ -232,14 +233,17 @@ def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
         # (byte-fallback pieces): the model can then spell anything itself.
         for piece in tok.pieces():
             type_counts.setdefault((piece, "piece"), 0)
-    vec_fn = None
+    vec_fn = cluster_fn = None
     if rare in ("kmeans", "pos+kmeans"):
         vec_fn = _vector_source(vectors, type_stream, types, window=window,
                                 context_words=context_words, dim=vector_dim, seed=seed,
                                 log=log)
+    elif rare == "exchange":
+        cluster_fn = _exchange_source(type_stream, types, log)
     vocab = Vocabulary.build(
         type_counts, lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
-        pos_depth=pos_depth, seed=seed, vectors=vec_fn, tokenizer_config=tok.to_dict(),
+        pos_depth=pos_depth, seed=seed, vectors=vec_fn, clusters=cluster_fn,
+        tokenizer_config=tok.to_dict(),
         normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
         extra={"vectors": vectors if vec_fn else None})
     vocab.directory = os.path.abspath(out)
@@ -439,6 +443,31 @@ def os_error_reason(e: OSError) -> str:
     return f"{e.strerror or e}{name}"
 
 
+def _surface_stream(type_stream, types: list):
+    """(the training stream as surface-word indices, sliceable; {surface:
+    index}); index 0 is ``</s>``."""
+    surfaces = sorted({t[0] for t in types[1:]})
+    word_of = {w: i + 1 for i, w in enumerate(surfaces)}
+    type_to_word = np.zeros(len(types), dtype=np.int32)
+    for g in range(1, len(types)):
+        type_to_word[g] = word_of[types[g][0]]
+    return _Mapped(type_stream, type_to_word), word_of
+
+
+def _exchange_source(type_stream, types: list, log):
+    """``f(words, k) -> labels`` for ``--rare exchange`` over the training
+    stream (:func:`qrnn_lm.wordvec.exchange_clusters`)."""
+    def clusters(words, k):
+        t1 = time.time()
+        stream, word_of = _surface_stream(type_stream, types)
+        rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
+        labels = exchange_clusters(stream, rows, len(word_of) + 1, k, log=log)
+        log(f"exchange clustering: {len(words)} rare words into {k} classes, "
+            f"{time.time() - t1:.1f}s")
+        return labels
+    return clusters
+
+
 def _vector_source(vectors: str, type_stream, types: list, *, window: int,
                    context_words: int, dim: int, seed: int, log):
     """``f(words) -> (vectors, has_vector)`` for ``--vectors`` (see
@@ -454,13 +483,9 @@ def _vector_source(vectors: str, type_stream, types: list, *, window: int,
 
     if vectors == "ppmi":
         def ppmi(words):
-            surfaces = sorted({t[0] for t in types[1:]})
-            word_of = {w: i + 1 for i, w in enumerate(surfaces)}  # 0: `</s>`
-            type_to_word = np.zeros(len(types), dtype=np.int32)
-            for g in range(1, len(types)):
-                type_to_word[g] = word_of[types[g][0]]
+            stream, word_of = _surface_stream(type_stream, types)
             rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
-            return ppmi_svd_vectors(_Mapped(type_stream, type_to_word), rows, len(surfaces) + 1,
+            return ppmi_svd_vectors(stream, rows, len(word_of) + 1,
                                     window=window, context_words=context_words, dim=dim,
                                     seed=seed)
         return timed("ppmi", ppmi)
@@ -585,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rare", choices=RARE_MODES, default="pos+script",
                    help="rare-word buckets (default pos+script: by POS and character class)")
     p.add_argument("--buckets", type=int, default=None,
-                   help="k-means clusters (total over POS groups for pos+kmeans)")
+                   help="k-means clusters (total over POS groups for pos+kmeans), or "
+                        "exchange classes")
     p.add_argument("--vectors", default="ppmi",
                    help="word vectors for k-means: ppmi (PPMI + SVD of the training text's "
                         "co-occurrences), fasttext (gensim FastText on the training text: "

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     # prepare flags, passed to `python -m qrnn_lm prepare` when given (see prepare_settings otherwise)
     d.add_argument("--tokenizer", choices=["mecab", "sentencepiece", "char"])
     d.add_argument("--vocab-size", type=int)
-    d.add_argument("--rare", choices=["unk", "pos", "pos+script", "kmeans", "pos+kmeans"])
+    d.add_argument("--rare", choices=["unk", "pos", "pos+script", "kmeans", "pos+kmeans", "exchange"])
     d.add_argument("--buckets", type=int)
     d.add_argument("--vectors")
     d.add_argument("--pos-depth", type=int)

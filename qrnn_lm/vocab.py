@@ -32,7 +32,10 @@ Buckets (``rare`` mode):
 - ``kmeans``: K faiss k-means clusters of word vectors (``<unk-k12>``,
   vectors and clustering in :mod:`qrnn_lm.wordvec`);
   rare words without a vector go to their POS bucket;
-- ``pos+kmeans``: k-means within each POS bucket (``<unk-名詞-普通名詞-k3>``).
+- ``pos+kmeans``: k-means within each POS bucket (``<unk-名詞-普通名詞-k3>``);
+- ``exchange``: K classes of the exchange algorithm, which maximises the
+  class-bigram likelihood of the training text (``<unk-k12>``,
+  :func:`qrnn_lm.wordvec.exchange_clusters`).
 
 Words never seen in training are placed by their spelling and POS: the
 bucket that holds most training tokens of rare words sharing their (MeCab
@@ -65,7 +68,7 @@ from .wordvec import allocate_clusters, kmeans_assign
 from .wordvec import ppmi_svd_vectors, read_vec_file  # noqa: F401
 
 EOS = "</s>"
-RARE_MODES = ("unk", "pos", "pos+script", "kmeans", "pos+kmeans")
+RARE_MODES = ("unk", "pos", "pos+script", "kmeans", "pos+kmeans", "exchange")
 FORMAT = "qrnn_lm-vocab"
 VERSION = 1
 
@@ -316,20 +319,24 @@ class Vocabulary:
     @classmethod
     def build(cls, type_counts: dict, n_lines: int, *, vocab_size: int, rare: str = "pos",
               buckets: int | None = None, pos_depth: int = 2, seed: int = 0,
-              vectors=None, tokenizer_config: dict, normalizer_config: dict | None = None,
-              single_char: bool = False, extra: dict | None = None) -> "Vocabulary":
+              vectors=None, clusters=None, tokenizer_config: dict,
+              normalizer_config: dict | None = None, single_char: bool = False,
+              extra: dict | None = None) -> "Vocabulary":
         """Build from training counts.
 
         ``type_counts``: {(surface, pos): count} over the training split.
         ``n_lines``: number of training lines (the count of ``</s>``).
         ``vectors``: for k-means, a callable ``f(rare_words: list[str]) ->
         (float32 (n, d), has_vector bool (n,))`` (see :mod:`qrnn_lm.wordvec`).
+        ``clusters``: for ``exchange``, a callable ``f(rare_words, k) -> int
+        labels in [0, k)``.
         """
         _check_build_args(rare, vocab_size, pos_depth, type_counts)
         word_count, main_pos, order = _word_stats(type_counts)
         kept, rare_list = order[:vocab_size], order[vocab_size:]
         bucket_of = _assign_buckets(rare, rare_list, main_pos, buckets=buckets,
-                                    pos_depth=pos_depth, seed=seed, vectors=vectors)
+                                    pos_depth=pos_depth, seed=seed, vectors=vectors,
+                                    clusters=clusters)
         table = _BucketTable(bucket_of, word_count)
         entries, bid = _output_ids(kept, word_count, table, n_lines)
         unseen_script, unseen, default = _unseen_buckets(rare, bucket_of, main_pos, word_count,
@@ -586,7 +593,7 @@ def _word_stats(type_counts: dict) -> tuple[Counter, dict, list]:
 
 
 def _assign_buckets(rare: str, rare_list: list, main_pos: dict, *, buckets, pos_depth: int,
-                    seed: int, vectors) -> dict:
+                    seed: int, vectors, clusters=None) -> dict:
     """word -> bucket key (POS prefix or None, k-means cluster or None)."""
     if rare == "unk":
         return {w: (None, None) for w in rare_list}
@@ -601,6 +608,11 @@ def _assign_buckets(rare: str, rare_list: list, main_pos: dict, *, buckets, pos_
         raise QrnnLmError(f"--buckets {buckets} is larger than the number of rare "
                           f"words ({len(rare_list)}); use fewer buckets or a smaller "
                           "--vocab-size.")
+    if rare == "exchange":
+        if clusters is None:
+            raise QrnnLmError("--rare exchange needs the training text to cluster on.")
+        labels = clusters(rare_list, buckets)
+        return {w: (None, int(lab)) for w, lab in zip(rare_list, labels)}
     if vectors is None:
         raise QrnnLmError(f"--rare {rare} needs word vectors.")
     bucket_of = {}

@@ -14,6 +14,9 @@ faiss.  Sources (``prepare --vectors``):
 - a train.py checkpoint: ``qrnn_lm.lm.vectors_from_checkpoint``, the mean
   hidden state of the trained model just before each occurrence of the word
   in the training text (what the model knows when it must predict the word).
+
+:func:`exchange_clusters` clusters rare words without vectors, by their
+neighbours (``prepare --rare exchange``).
 """
 from __future__ import annotations
 
@@ -261,3 +264,139 @@ def allocate_clusters(total: int, sizes: dict) -> dict:
             break
         left -= given
     return alloc
+
+
+# ---------------------------------------------------------------------------
+# exchange clustering (no vectors): classes that predict the neighbours
+# ---------------------------------------------------------------------------
+def _xlogx(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x * np.log(np.maximum(x, 1.0))
+
+
+def exchange_clusters(stream, rare_rows: np.ndarray, n_words: int, k: int, *, max_iter: int = 8,
+                      tol: float = 1e-3, chunk: int = 1 << 22, log=None) -> np.ndarray:
+    """Cluster the rare words ``rare_rows`` into ``k`` classes with the exchange
+    algorithm (Kneser & Ney 1993; Martin, Liermann & Ney 1998), maximising the
+    class-bigram log-likelihood of the training stream, i.e. the mutual
+    information between a token's class and its neighbours' -- exactly what a
+    model over kept words and buckets must predict.  Every other word is a
+    class of its own and stays fixed.
+
+    ``stream``: int (N,) word indices in [0, n_words) (``</s>`` included; a
+    memmap or anything sliceable is read in chunks).  The objective is
+    ``sum N(c, c') log N(c, c') - 2 sum_c N(c) log N(c)`` over the cells with a
+    rare class; each pass moves every rare word (most frequent first) to the
+    class that raises it most.  A word next to itself is ignored (rare).
+    Starts from classes by frequency rank (round robin), so the result is
+    deterministic.  Stops when fewer than ``tol`` of the words move or after
+    ``max_iter`` passes.  Returns int64 (len(rare_rows),) labels in [0, k).
+    """
+    rare_rows = np.asarray(rare_rows, dtype=np.int64)
+    n_rare = len(rare_rows)
+    if k < 1 or k > n_rare:
+        raise QrnnLmError(f"--buckets {k} must be between 1 and the number of rare words ({n_rare}).")
+    if k == 1 or n_rare == 0:
+        return np.zeros(n_rare, dtype=np.int64)
+    n = len(stream)
+    slot = np.full(n_words, -1, dtype=np.int64)  # rare word -> its position in rare_rows
+    slot[rare_rows] = np.arange(n_rare)
+    freq = np.zeros(n_words, dtype=np.int64)
+    pairs = []  # (left word, right word) bigrams with a rare word on either side, counted
+    for s in range(0, max(n - 1, 0), chunk):
+        a = np.asarray(stream[s:min(n, s + chunk + 1)], dtype=np.int64)
+        freq += np.bincount(a[:-1] if s + chunk + 1 < n else a, minlength=n_words)
+        left, right = a[:-1], a[1:]
+        sel = ((slot[left] >= 0) | (slot[right] >= 0)) & (left != right)
+        pairs.append(np.unique(left[sel] * n_words + right[sel], return_counts=True))
+    if n == 1:
+        freq += np.bincount(np.asarray(stream[:1], dtype=np.int64), minlength=n_words)
+    if pairs:
+        u = np.concatenate([p[0] for p in pairs])
+        c = np.concatenate([p[1] for p in pairs])
+        u, inv = np.unique(u, return_inverse=True)
+        c = np.bincount(inv, weights=c).astype(np.float64)
+    else:
+        u, c = np.zeros(0, np.int64), np.zeros(0)
+    left, right = u // n_words, u % n_words
+    # Classes: fixed words keep ids 0..n_words-1 (rare words' own ids unused),
+    # rare class j is n_words + j.
+    order = np.argsort(-freq[rare_rows], kind="stable")
+    label = np.empty(n_rare, dtype=np.int64)
+    label[order] = np.arange(n_rare) % k
+    cls = np.arange(n_words, dtype=np.int64)
+    cls[rare_rows] = n_words + label
+    m = n_words + k
+    # per rare word: its right neighbours (bigrams w -> x) and left ones (x -> w)
+    rs, ls = slot[left], slot[right]
+    by_r = np.argsort(rs, kind="stable")
+    by_r = by_r[rs[by_r] >= 0]
+    by_l = np.argsort(ls, kind="stable")
+    by_l = by_l[ls[by_l] >= 0]
+    r_start = np.searchsorted(rs[by_r], np.arange(n_rare + 1))
+    l_start = np.searchsorted(ls[by_l], np.arange(n_rare + 1))
+    # R[j, x]: bigrams (class j, x); L[j, x]: bigrams (x, class j) with x a fixed word.
+    R = np.zeros((k, m))
+    L = np.zeros((k, n_words))
+    cr, cl = cls[left], cls[right]
+    is_r = cr >= n_words
+    np.add.at(R, (cr[is_r] - n_words, cl[is_r]), c[is_r])
+    is_l = (cl >= n_words) & (cr < n_words)
+    np.add.at(L, (cl[is_l] - n_words, cr[is_l]), c[is_l])
+    wcount = freq[rare_rows].astype(np.float64)
+    size = np.bincount(label, weights=wcount, minlength=k)
+    for it in range(max_iter):
+        moved = 0
+        for i in order.tolist():
+            a = label[i]
+            ri = by_r[r_start[i]:r_start[i + 1]]
+            li = by_l[l_start[i]:l_start[i + 1]]
+            xr, vr = cls[right[ri]], c[ri]          # w -> x
+            xl, vl = cls[left[li]], c[li]           # x -> w
+            fixed = xl < n_words
+            xlf, vlf = xl[fixed], vl[fixed]
+            xlr, vlr = xl[~fixed] - n_words, vl[~fixed]
+            n_w = wcount[i]
+            # take w out of class a
+            np.add.at(R[a], xr, -vr)
+            np.add.at(L[a], xlf, -vlf)
+            np.add.at(R[:, n_words + a], xlr, -vlr)
+            size[a] -= n_w
+            # the gain of putting it in each class b
+            Rb = R[:, xr]
+            gain = (_xlogx(Rb + vr) - _xlogx(Rb)).sum(1)
+            Lb = L[:, xlf]
+            gain += (_xlogx(Lb + vlf) - _xlogx(Lb)).sum(1)
+            Cb = R[xlr[:, None], n_words + np.arange(k)]   # (x rare class, b)
+            gain += (_xlogx(Cb + vlr[:, None]) - _xlogx(Cb)).sum(0)
+            gain -= 2 * (_xlogx(size + n_w) - _xlogx(size))
+            b = int(np.argmax(gain))
+            if gain[b] <= gain[a] + 1e-9:
+                b = a
+            np.add.at(R[b], xr, vr)
+            np.add.at(L[b], xlf, vlf)
+            np.add.at(R[:, n_words + b], xlr, vlr)
+            size[b] += n_w
+            if b != a:
+                label[i] = b
+                cls[rare_rows[i]] = n_words + b
+                moved += 1
+        if log:
+            log(f"exchange pass {it + 1}: {moved}/{n_rare} rare words moved")
+        if moved <= tol * n_rare:
+            break
+    return label
+
+
+def class_bigram_loglik(stream, rare_rows: np.ndarray, labels: np.ndarray, n_words: int) -> float:
+    """``sum N(c, c') log N(c, c') - sum N_left(c) log N_left(c) - sum
+    N_right(c') log N_right(c')`` over all bigrams of ``stream`` with the rare
+    words mapped to their classes (the class-bigram log-likelihood up to a
+    constant); a reference for tests of :func:`exchange_clusters`."""
+    cls = np.arange(n_words, dtype=np.int64)
+    cls[np.asarray(rare_rows, dtype=np.int64)] = n_words + np.asarray(labels, dtype=np.int64)
+    a = cls[np.asarray(stream, dtype=np.int64)]
+    _, pc = np.unique(a[:-1] * (2 * n_words + len(labels)) + a[1:], return_counts=True)
+    _, lc = np.unique(a[:-1], return_counts=True)
+    _, rc = np.unique(a[1:], return_counts=True)
+    return float(_xlogx(pc).sum() - _xlogx(lc).sum() - _xlogx(rc).sum())

@@ -159,7 +159,7 @@ def test_spelling_model_is_a_distribution():
 
 @pytest.mark.filterwarnings("ignore:k-means")
 @pytest.mark.parametrize("rare,buckets", [("unk", None), ("pos", None), ("pos+script", None),
-                                          ("pos+kmeans", 3)])
+                                          ("pos+kmeans", 3), ("exchange", 3)])
 def test_full_vocabulary_probabilities_sum_to_one(corpus, tmp_path, rare, buckets):
     d, train, valid, k = corpus
     v = prepare(train, valid, None, str(tmp_path / "s"), tokenizer="mecab", vocab_size=k,
@@ -400,3 +400,47 @@ def test_kmeans_assign_small_inputs(capfd):
     assert len(set(labels)) == 3
     np.testing.assert_array_equal(labels, kmeans_assign(x, 3, seed=0))
     np.testing.assert_array_equal(kmeans_assign(x, 1), np.zeros(30))
+
+
+def test_exchange_clusters_find_the_classes_the_neighbours_define():
+    """Rare words 10..29 are always followed by word 1, 30..49 by word 2: two
+    exchange classes are exactly those groups, and the class-bigram
+    likelihood rises from the starting assignment."""
+    from qrnn_lm.wordvec import class_bigram_loglik, exchange_clusters
+    rng = np.random.default_rng(0)
+    toks = []
+    for _ in range(2000):
+        w = int(rng.integers(10, 50))
+        toks += [int(rng.integers(3, 10)), w, 1 if w < 30 else 2]
+    stream, rare = np.asarray(toks), np.arange(10, 50)
+    lab = exchange_clusters(stream, rare, 50, 2)
+    assert set(lab[:20]) == {lab[0]} and set(lab[20:]) == {1 - lab[0]}
+    for k in (2, 3, 7):
+        lab = exchange_clusters(stream, rare, 50, k)
+        assert lab.min() >= 0 and lab.max() < k
+        np.testing.assert_array_equal(lab, exchange_clusters(stream, rare, 50, k))  # deterministic
+        start = np.empty(40, dtype=np.int64)
+        start[np.argsort(-np.bincount(stream, minlength=50)[rare], kind="stable")] = np.arange(40) % k
+        assert class_bigram_loglik(stream, rare, lab, 50) > class_bigram_loglik(stream, rare, start, 50)
+    # chunked reading gives the same classes as one chunk; edge cases
+    np.testing.assert_array_equal(exchange_clusters(stream, rare, 50, 3, chunk=7),
+                                  exchange_clusters(stream, rare, 50, 3))
+    assert exchange_clusters(stream, rare, 50, 1).tolist() == [0] * 40
+    assert sorted(exchange_clusters(stream, rare[:3], 50, 3).tolist()) == [0, 1, 2]
+    with pytest.raises(QrnnLmError, match="between 1 and the number of rare words"):
+        exchange_clusters(stream, rare[:3], 50, 4)
+
+
+def test_prepare_exchange_buckets(corpus, tmp_path):
+    """``--rare exchange``: K classes named like k-means clusters, unseen words
+    placed by POS and character class, and --buckets required."""
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "x"), tokenizer="mecab", vocab_size=k - 3,
+                rare="exchange", buckets=3)
+    names = sorted(b["name"] for b in v.buckets.values())
+    assert names == ["<unk-k0>", "<unk-k1>", "<unk-k2>"]
+    assert v.to_dict()["rare"]["mode"] == "exchange"
+    assert v.is_bucket(v.lookup("未知語ですよ", "名詞-普通名詞-一般")[0])
+    with pytest.raises(QrnnLmError, match="needs --buckets"):
+        prepare(train, valid, None, str(tmp_path / "y"), tokenizer="mecab", vocab_size=k,
+                rare="exchange")
