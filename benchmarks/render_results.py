@@ -155,19 +155,26 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
         return L + ["Not run.\n"]
     plot_sweep(d, os.path.join(img_dir, "rare_sweep.png"))
     order = _cut_order(cuts, table)
+    softmax = cfg.get("softmax") or {}
     L.append(f"Every scheme at every cut trains the same model for the same **{cfg.get('steps')} steps** "
-             f"(`train.py --max-steps`; {cfg.get('model', '')}), with seeds {', '.join(map(str, cfg.get('seeds', [])))}"
-             " — the same seeds for every scheme, so differences are paired by seed.  The cut keeps the N most "
-             "frequent training words, N chosen so that the share of test tokens that are rare (not kept, or "
-             "never seen in training) is near the target: "
+             f"(`train.py --max-steps`; {cfg.get('model', '')}), with the budget schedule (warmup, then cosine "
+             "decay to 0.1 × lr at the last step), and seeds " + ", ".join(map(str, cfg.get('seeds', [])))
+             + " — the same seeds for every scheme, so differences are paired by seed."
+             + (" The output layer is what the defaults rule gives the cut (adaptive softmax above 2,000 "
+                "outputs), the same for every scheme of a cut: "
+                + ", ".join(f"{c} {softmax[c]}" for c in order if c in softmax) + "." if softmax else "")
+             + "  The cut keeps the N most frequent training words, N chosen so that the share of test tokens "
+             "that are rare (not kept, or never seen in training) is near the target: "
              + "; ".join(f"{c}: N = {cuts[c]['kept']:,}, {100 * cuts[c]['test_rare_share']:.1f}% rare"
                          for c in order if c in cuts)
-             + f".  k-means uses K = {cfg.get('buckets')}; context vectors are the mean hidden state of the `unk` "
-             f"model of the same cut and seed {min(cfg.get('seeds') or [1])} before each occurrence of the word "
-             "(`prepare --vectors RUN_DIR`); fastText vectors are gensim FastText (CBOW, character 1–3-grams, "
-             "dimension 64) trained once on train.txt.  Test bits per character (whole test.txt) are split into "
-             "kept words and `</s>`, choosing the bucket (the model's -log P of bucket tokens) and choosing the "
-             "word inside it (-log P(word | bucket), fixed by the vocabulary).\n")
+             + f".  k-means and exchange use K = {cfg.get('buckets')}; context vectors are the mean hidden state "
+             f"of the `unk` model of the same cut and seed {min(cfg.get('seeds') or [1])} before each occurrence of "
+             "the word (`prepare --vectors RUN_DIR`); fastText vectors are gensim FastText (CBOW, character 1–3-"
+             "grams, dimension 64) trained once on train.txt; exchange classes (`--rare exchange`) need no vectors: "
+             "the exchange algorithm moves each rare word to the class that most raises the class-bigram "
+             "likelihood of the training text, what the model itself has to predict.  Test bits per character "
+             "(whole test.txt) are split into kept words and `</s>`, choosing the bucket (the model's -log P of "
+             "bucket tokens) and choosing the word inside it (-log P(word | bucket), fixed by the vocabulary).\n")
     ran = {s for c in table.values() for s in c}
     missing = [lab for n, lab, _ in SWEEP_SCHEMES if n not in ran]
     if missing:
@@ -228,13 +235,34 @@ def _content(counts: dict) -> float:
     return sum(counts.get(p, 0) for p in ("名詞", "動詞", "形容詞", "形状詞")) / n if n else float("nan")
 
 
+def _clustering(scheme: str) -> bool:
+    return "kmeans" in scheme or scheme == "exchange"
+
+
+def _default_rare() -> str | None:
+    """The bucket scheme ``prepare`` uses when given none."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if repo not in sys.path:
+        sys.path.append(repo)
+    try:
+        from qrnn_lm.prepare import build_parser
+    except ImportError:
+        return None
+    return build_parser().get_default("rare")
+
+
 def sweep_findings(d: dict) -> list:
-    """Sentences computed from the sweep: the lowest mean BPC per cut, and for
-    every k-means scheme at a rare share >= 10% whether it is lower than unk
-    and than pos by more than 2 sd of the paired differences."""
+    """Sentences computed from the sweep: per cut the lowest mean BPC and how
+    the others compare with it (paired by seed: "lower by more than 2 sd" or
+    "no difference"); for the clustering schemes at rare shares >= 10% where
+    their bits go against pos; prepare's default against the winners; last,
+    whether any k-means scheme is lower than both unk and pos by more than 2
+    sd of the paired differences at a rare share >= 10%."""
     table = sweep_table(d)
     cuts = d.get("sweep_meta", {}).get("cuts", {})
+    want = d.get("sweep_meta", {}).get("config", {}).get("seeds") or []
     out = []
+    winners = {}
     for cut in _cut_order(cuts, table):
         runs = table[cut]
         means = {s: mean_sd([r["test_bpc"] for r in rs.values()])[0] for s, rs in runs.items()}
@@ -243,10 +271,43 @@ def sweep_findings(d: dict) -> list:
         def seeds(s):
             n = len(runs[s])
             return "" if n == len(want) else f" ({n} seed{'s' if n != 1 else ''})"
-        want = d.get("sweep_meta", {}).get("config", {}).get("seeds") or []
         out.append(f"{cut}: lowest mean test BPC {_label(d, best)} {means[best]:.4f}{seeds(best)}; "
                    + ", ".join(f"{_label(d, s)} {means[s]:.4f}{seeds(s)}" for s in _scheme_order(d, means)
                                if s != best) + ".")
+        clear, tied = [], []
+        for s in _scheme_order(d, means):
+            if s == best:
+                continue
+            diff = paired(runs, best, s)
+            (clear if beats(diff) else tied).append(f"{_label(d, s)} ({_ms(diff, '{:+.4f}')})")
+        winners[cut] = (best, [s for s in means if s == best or not beats(paired(runs, best, s))])
+        out.append(f"{cut}, paired by seed: {_label(d, best)} is lower by more than 2 sd than "
+                   + (", ".join(clear) if clear else "none")
+                   + ("; within 2 sd (no difference at this budget): " + ", ".join(tied) if tied else "") + ".")
+    for cut in _cut_order(cuts, table):
+        share = cuts.get(cut, {}).get("test_rare_share", float(cut.rstrip("%")) / 100)
+        runs = table[cut]
+        if share < 0.095 or "pos" not in runs:
+            continue
+        parts = []
+        for s in _scheme_order(d, runs):
+            if not _clustering(s):
+                continue
+            split = {k: _ms(paired(runs, s, "pos", lambda r, k=k: r["bits"][k]), "{:+.3f}")
+                     for k in ("within", "bucket", "kept")}
+            parts.append(f"{_label(d, s)}: inside the bucket {split['within']}, choosing the bucket "
+                         f"{split['bucket']}, kept words {split['kept']}")
+        if parts:
+            out.append(f"{cut}, where the bits of the clustering schemes go, against pos (bits per character, "
+                       "paired): " + "; ".join(parts) + ".")
+    default = _default_rare()
+    if default and any(default in t for t in table.values()):
+        good = [c for c, (_, ok) in winners.items() if default in ok]
+        bad = [f"{c} ({_label(d, winners[c][0])})" for c in winners if c not in good
+               and default in table.get(c, {})]
+        out.append(f"`prepare`'s default bucket scheme, {_label(d, default)} (`--rare {default}`), is the lowest or "
+                   f"within 2 sd of the lowest at " + (", ".join(good) if good else "no cut")
+                   + ("; beaten by more than 2 sd at " + ", ".join(bad) if bad else "") + ".")
     km = [s for s in _scheme_order(d, {s for c in table.values() for s in c}) if "kmeans" in s]
     wins = []
     for cut in _cut_order(cuts, table):

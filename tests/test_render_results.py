@@ -40,9 +40,20 @@ def test_sweep_findings_use_paired_seeds():
     win = R.sweep_findings(sweep_results(-0.05, [0.001, -0.001, 0.0]))
     assert any("k-means, fastText vectors at 10%" in x and "20%" in x for x in win), win
     assert "lowest mean test BPC k-means, fastText vectors" in win[0]
+    assert win[1].startswith("10%, paired by seed: k-means, fastText vectors is lower by more than 2 sd than "
+                             "unk (1 bucket) (-0.05"), win[1]
+    assert any(x.startswith("10%, where the bits") and "inside the bucket +0.000" in x for x in win), win
     # the same mean gain, but seed noise larger than it: not 2 sd
     lose = R.sweep_findings(sweep_results(-0.05, [0.08, -0.12, -0.11]))
     assert lose[-1].endswith(": none."), lose
+    assert "within 2 sd (no difference at this budget): " in lose[1], lose[1]
+    # prepare's default scheme is judged against each cut's winners
+    d = sweep_results(-0.05, [0.001, -0.001, 0.0])
+    d["sweep"] = {k.replace("/pos/", "/pos+script/"): v for k, v in d["sweep"].items()}
+    line = [x for x in R.sweep_findings(d) if "`prepare`'s default" in x]
+    assert line == ["`prepare`'s default bucket scheme, pos × character type (`--rare pos+script`), is the lowest "
+                    "or within 2 sd of the lowest at no cut; beaten by more than 2 sd at 10% (k-means, fastText "
+                    "vectors), 20% (k-means, fastText vectors)."], line
     assert R.beats([-0.05, -0.051, -0.049]) and not R.beats([-0.05]) and not R.beats([0.1, 0.2])
 
 
