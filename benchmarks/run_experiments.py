@@ -414,9 +414,10 @@ def exp_repeat(args, profile, files, store):
 
 
 def token_nll(run_dir: str, data_dir: str, split_name: str = "test"):
-    """-log P (nats) of every test token under the run's evaluated checkpoint,
-    scored exactly as train.py scores the test split (stream columns of 32,
-    windows of 70, state carried), and the test split itself."""
+    """-log P (nats) of every test token under the run's evaluated checkpoint
+    (32 stream columns, windows of 70, state carried: the same for every run;
+    train.py's own figure reads the split as one column, so it differs by the
+    32 cold starts), and the test split itself."""
     import numpy as np
     import torch
     from qrnn_lm.data import StreamBatches, load_split

@@ -45,7 +45,10 @@ def _evaluate(argv) -> int:
                                 description="Perplexity and exact bits per character of a text file.")
     p.add_argument("--checkpoint", required=True, help="run directory (its best checkpoint) or checkpoint file")
     p.add_argument("--file", required=True, help="text to score, one paragraph a line")
-    p.add_argument("--batch-size", type=int, default=10, help="columns scored in parallel (stream models)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="as train.py's --eval-batch-size: stream models read the text as one column in "
+                        "windows of this many x bptt tokens (speed only: the figure is the same); "
+                        "sentence models score this many sentences at a time")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
     from qrnn_lm.corpus import read_lines

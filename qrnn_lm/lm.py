@@ -306,18 +306,22 @@ class LanguageModel:
             raise QrnnLmError("the text to score is empty; give at least one non-empty line.")
         return np.concatenate(ids), np.concatenate(lps), chars
 
-    def score(self, text: str, batch_size: int = 1) -> dict:
+    def score(self, text: str, batch_size: int = 32) -> dict:
         """Perplexity over the model's tokens and exact bits per character of ``text``.
 
-        Returns ``{"ppl", "bpc", "nll", "tokens", "characters"}`` (nll: mean
-        nats per token)."""
+        Scored as train.py scores a split, so the figures match its valid/test
+        ones: a stream model reads the text as one column with the state
+        carried, in windows of ``batch_size`` × bptt tokens (the window changes
+        speed, not the figure); a sentence model scores ``batch_size``
+        sentences at a time.  Returns ``{"ppl", "bpc", "nll", "tokens",
+        "characters"}`` (nll: mean nats per token)."""
         from qrnn_lm.data import SentenceBatches, StreamBatches
         ids, rare_logp, chars = self.encode_text(text)
         if self.batching == "sentences":
             batches = SentenceBatches(ids, self.vocab.eos_id, batch_size=max(batch_size, 1), max_len=self.max_len,
                                       train=False)
         else:
-            batches = StreamBatches(ids, self.vocab.eos_id, batch_size, self.bptt, train=False)
+            batches = StreamBatches(ids, self.vocab.eos_id, 1, self.bptt * max(batch_size, 1), train=False)
         nll, n = total_nll(self.model, batches, self.device, stream=self.batching != "sentences")
         return {"ppl": _safe_exp(nll / n), "bpc": bits_per_char(nll, float(rare_logp.sum()), chars),
                 "nll": nll / n, "tokens": n, "characters": chars}
