@@ -30,7 +30,11 @@ def main(argv=None):
               f"{', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     module, func = COMMANDS[command]
-    return getattr(importlib.import_module(module), func)(rest)
+    try:
+        return getattr(importlib.import_module(module), func)(rest)
+    except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command's own handler
+        print("interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

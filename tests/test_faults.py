@@ -682,3 +682,16 @@ def test_ctrl_c_during_a_parallel_prepare(tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert leftovers(tmp_path) == [] and not (tmp_path / "ds").exists()
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
+    """Ctrl-C before a command's own handler runs (torch still importing)."""
+    import importlib
+
+    import qrnn_lm.__main__ as entry
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert entry.main(["train", "--help"]) == 130
+    assert capsys.readouterr().err == "interrupted.\n"
