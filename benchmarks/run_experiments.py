@@ -3,12 +3,12 @@ store the numbers in benchmarks/results/experiments.json; render_results.py
 turns that JSON into docs/RESULTS.md and its plots (called at the end, and
 after each experiment).
 
-    python benchmarks/run_experiments.py                 # the real run (~1.5 h on 2 CPU cores)
+    python benchmarks/run_experiments.py                 # sections 1-4 (~1.5 h on 2 CPU cores) and the sweep
     python benchmarks/run_experiments.py --quick         # plumbing check on a slice (~15 min)
-    python benchmarks/run_experiments.py --only sweep    # one experiment
+    python benchmarks/run_experiments.py --only sweep --jobs 2   # one experiment (the sweep: ~1.5 h)
     python benchmarks/render_results.py                  # rewrite the report from the JSON
 
-Experiments (same model and the same wall-clock budget for every training run):
+Experiments (same model and the same budget for every training run of an experiment):
 
 1. rare words: MeCab vocabulary cut to ~40% of the training types, rare words
    as ``unk`` / ``pos`` (depth 1, 2) / ``kmeans`` (K = 64, 256, 1024) /
@@ -26,12 +26,14 @@ Experiments (same model and the same wall-clock budget for every training run):
    Zipfian ids) for full softmax, 40% kept + buckets, adaptive softmax --
    each point is ``benchmarks/bench_lm.py``'s own memory measurement
    (``_memory_worker``, a fresh process per configuration).
-5. rare-word sweep: vocabulary cuts giving about 10% and 20% rare test
-   tokens x bucket schemes (unk, pos, pos x character type, k-means on
-   fastText and on context vectors, pos+kmeans) x 3 seeds, every run trained
-   for the same number of steps; test bits per character split into kept
-   words, choosing the bucket and choosing the word inside it, and the POS of
-   generated text against the test text's.
+5. rare-word sweep: vocabulary cuts giving about 2%, 5%, 10% and 20% rare
+   test tokens x bucket schemes (unk, pos, pos x character type, k-means on
+   PPMI, fastText and context vectors, pos+kmeans, exchange classes) x 3
+   seeds, every run trained for the same number of steps with the budget
+   schedule on the CPU defaults model; test bits per character split into
+   kept words, choosing the bucket and choosing the word inside it, and the
+   POS of generated text against the test text's.  ``--jobs 2`` trains two
+   datasets at once (~1.5 h on 2 cores); ``--schemes`` picks schemes.
 
 The script is resumable: results are saved to the JSON after every step
 (benchmarks/results/experiments.json) and steps found there are skipped;
