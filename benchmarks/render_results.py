@@ -274,16 +274,18 @@ def sweep_findings(d: dict) -> list:
         out.append(f"{cut}: lowest mean test BPC {_label(d, best)} {means[best]:.4f}{seeds(best)}; "
                    + ", ".join(f"{_label(d, s)} {means[s]:.4f}{seeds(s)}" for s in _scheme_order(d, means)
                                if s != best) + ".")
-        clear, tied = [], []
+        clear, tied = [], []  # (scheme, paired differences) lower by > 2 sd / not
         for s in _scheme_order(d, means):
-            if s == best:
-                continue
-            diff = paired(runs, best, s)
-            (clear if beats(diff) else tied).append(f"{_label(d, s)} ({_ms(diff, '{:+.4f}')})")
-        winners[cut] = (best, [s for s in means if s == best or not beats(paired(runs, best, s))])
+            if s != best:
+                diff = paired(runs, best, s)
+                (clear if beats(diff) else tied).append((s, diff))
+        winners[cut] = (best, [best] + [s for s, _ in tied])
+
+        def named(pairs):
+            return ", ".join(f"{_label(d, s)} ({_ms(diff, '{:+.4f}')})" for s, diff in pairs)
         out.append(f"{cut}, paired by seed: {_label(d, best)} is lower by more than 2 sd than "
-                   + (", ".join(clear) if clear else "none")
-                   + ("; within 2 sd (no difference at this budget): " + ", ".join(tied) if tied else "") + ".")
+                   + (named(clear) if clear else "none")
+                   + ("; within 2 sd (no difference at this budget): " + named(tied) if tied else "") + ".")
     for cut in _cut_order(cuts, table):
         share = cuts.get(cut, {}).get("test_rare_share", float(cut.rstrip("%")) / 100)
         runs = table[cut]

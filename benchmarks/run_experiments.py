@@ -694,18 +694,17 @@ def exp_sweep(args, profile, files, store):
                     f"JS {out['gen']['js_bits']:.3f}, content {100 * out['gen']['content_share']:.1f}%, "
                     f"train {out['wall_s']:.0f}s + score {out['score_s']:.0f}s")
 
-    order = sorted(cuts.items(), key=lambda kv: sp.get("order", sp["shares"]).index(kv[1]["target"])
-                   if kv[1]["target"] in sp.get("order", sp["shares"]) else 99)
-    order = [(cut, c) for cut, c in order if c["target"] in sp["shares"]]
+    rank = sp.get("order", sp["shares"])
+    order = sorted(((cut, c) for cut, c in cuts.items() if c["target"] in sp["shares"]),
+                   key=lambda kv: rank.index(kv[1]["target"]) if kv[1]["target"] in rank else len(rank))
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = []
         for cut, c in order:
-            first = {}
+            by_scheme = {}
             for name, label, flags in schemes:
-                after = first.get("unk") if "{CONTEXT}" in " ".join(flags) else None
-                fut = pool.submit(dataset_job, cut, c, name, flags, after)
-                first.setdefault(name, fut)
-                futures.append(fut)
+                after = by_scheme.get("unk") if "{CONTEXT}" in " ".join(flags) else None
+                by_scheme[name] = pool.submit(dataset_job, cut, c, name, flags, after)
+                futures.append(by_scheme[name])
         for fut in futures:
             fut.result()
 

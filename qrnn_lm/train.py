@@ -40,6 +40,7 @@ from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.lm import (BEST, LAST, bits_per_char, build_model, load_checkpoint, load_vocab_dict,
                         save_checkpoint, total_nll, vocab_tokens)
 from qrnn_lm.model import ModelConfig, RNNLanguageModel
+from qrnn_lm.vocab import RARE_MODES
 
 LOCK = "lock"
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     # prepare flags, passed to `python -m qrnn_lm prepare` when given (see prepare_settings otherwise)
     d.add_argument("--tokenizer", choices=["mecab", "sentencepiece", "char"])
     d.add_argument("--vocab-size", type=int)
-    d.add_argument("--rare", choices=["unk", "pos", "pos+script", "kmeans", "pos+kmeans", "exchange"])
+    d.add_argument("--rare", choices=RARE_MODES)
     d.add_argument("--buckets", type=int)
     d.add_argument("--vectors")
     d.add_argument("--pos-depth", type=int)

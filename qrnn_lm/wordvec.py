@@ -303,14 +303,12 @@ def exchange_clusters(stream, rare_rows: np.ndarray, n_words: int, k: int, *, ma
     slot[rare_rows] = np.arange(n_rare)
     freq = np.zeros(n_words, dtype=np.int64)
     pairs = []  # (left word, right word) bigrams with a rare word on either side, counted
-    for s in range(0, max(n - 1, 0), chunk):
+    for s in range(0, n, chunk):  # a chunk owns positions s..s+chunk-1 and the bigrams they start
         a = np.asarray(stream[s:min(n, s + chunk + 1)], dtype=np.int64)
-        freq += np.bincount(a[:-1] if s + chunk + 1 < n else a, minlength=n_words)
+        freq += np.bincount(a[:chunk], minlength=n_words)
         left, right = a[:-1], a[1:]
         sel = ((slot[left] >= 0) | (slot[right] >= 0)) & (left != right)
         pairs.append(np.unique(left[sel] * n_words + right[sel], return_counts=True))
-    if n == 1:
-        freq += np.bincount(np.asarray(stream[:1], dtype=np.int64), minlength=n_words)
     if pairs:
         u = np.concatenate([p[0] for p in pairs])
         c = np.concatenate([p[1] for p in pairs])
