@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from qrnn_lm.errors import QrnnLmError
+from qrnn_lm.errors import QrnnLmError, run_command
 
 
 def _device(name: str) -> str:
@@ -30,14 +30,7 @@ def _device(name: str) -> str:
 
 
 def _run(fn, argv) -> int:
-    try:
-        return fn(argv)
-    except QrnnLmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
-        return 130
+    return run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
 
 
 def _evaluate(argv) -> int:

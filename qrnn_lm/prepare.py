@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from .corpus import TextNormalizer, check_input_file, read_text
-from .errors import QrnnLmError
+from .errors import QrnnLmError, run_command
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
 from .vocab import RARE_MODES, Vocabulary
@@ -634,58 +634,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(lambda _: _main(args), argv,
+                       interrupted=f"error: interrupted; --out {args.out} is as it was before.",
+                       out_of_memory="out of memory while preparing the data; use fewer --workers or a smaller --vocab-size.")
+
+
+def _main(args) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    try:
-        sources = sum(x is not None for x in (args.train, args.corpus, args.wiki_dump))
-        if sources != 1:
-            raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
-        train, valid, test = args.train, args.valid, args.test
-        if args.corpus or args.wiki_dump:
-            if valid or test:
-                raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
-                                  "--wiki-dump, which make their own splits.")
-            h = args.heldout
-            if h is not None and not 0 <= h < 0.5:
-                raise QrnnLmError("--heldout must be in [0, 0.5).")
-            if args.wiki_dump:
-                check_input_file(args.wiki_dump, "--wiki-dump file")
-        elif valid is None:
-            raise QrnnLmError("--train needs --valid (and optionally --test).")
-        settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
-                        buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
-                        workers=args.workers, seed=args.seed, nfkc=args.nfkc,
-                        max_line_chars=args.max_line_chars, window=args.window,
-                        context_words=args.context_words, vector_dim=args.vector_dim,
-                        progress=not args.quiet, log=log)
-        _check_settings(train, valid, test, **settings)
-        TextNormalizer(max_line_chars=args.max_line_chars)  # checks the flag before any work
-        inputs = {"--train": train, "--valid": valid, "--test": test,
-                  "--vectors": args.vectors, "--wiki-dump": args.wiki_dump}
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = (lambda message, *a, **k:
-                                    print(f"warning: {message}", file=sys.stderr))
-            with staged_output(args.out, force=args.force, inputs=inputs, log=log) as tmp:
-                if args.corpus or args.wiki_dump:
-                    from . import corpus as C
-                    cdir = os.path.join(tmp, "corpus")
-                    h = args.heldout
-                    if args.corpus:
-                        h = 0.05 if h is None else h
-                        paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h,
-                                                    log=log)
-                    else:
-                        h = 0.01 if h is None else h
-                        paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
-                                                    valid_fraction=h, test_fraction=h, log=log)
-                    train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
-                _prepare_into(train, valid, test, tmp, final=args.out, **settings)
-    except QrnnLmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"error: interrupted; --out {args.out} is as it was before.", file=sys.stderr)
-        return 130
+    sources = sum(x is not None for x in (args.train, args.corpus, args.wiki_dump))
+    if sources != 1:
+        raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
+    train, valid, test = args.train, args.valid, args.test
+    if args.corpus or args.wiki_dump:
+        if valid or test:
+            raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
+                              "--wiki-dump, which make their own splits.")
+        h = args.heldout
+        if h is not None and not 0 <= h < 0.5:
+            raise QrnnLmError("--heldout must be in [0, 0.5).")
+        if args.wiki_dump:
+            check_input_file(args.wiki_dump, "--wiki-dump file")
+    elif valid is None:
+        raise QrnnLmError("--train needs --valid (and optionally --test).")
+    settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
+                    buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
+                    workers=args.workers, seed=args.seed, nfkc=args.nfkc,
+                    max_line_chars=args.max_line_chars, window=args.window,
+                    context_words=args.context_words, vector_dim=args.vector_dim,
+                    progress=not args.quiet, log=log)
+    _check_settings(train, valid, test, **settings)
+    TextNormalizer(max_line_chars=args.max_line_chars)  # checks the flag before any work
+    inputs = {"--train": train, "--valid": valid, "--test": test,
+              "--vectors": args.vectors, "--wiki-dump": args.wiki_dump}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = (lambda message, *a, **k:
+                                print(f"warning: {message}", file=sys.stderr))
+        with staged_output(args.out, force=args.force, inputs=inputs, log=log) as tmp:
+            if args.corpus or args.wiki_dump:
+                from . import corpus as C
+                cdir = os.path.join(tmp, "corpus")
+                h = args.heldout
+                if args.corpus:
+                    h = 0.05 if h is None else h
+                    paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h,
+                                                log=log)
+                else:
+                    h = 0.01 if h is None else h
+                    paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
+                                                valid_fraction=h, test_fraction=h, log=log)
+                train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
+            _prepare_into(train, valid, test, tmp, final=args.out, **settings)
     return 0

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from qrnn_lm.corpus import check_input_file
 from qrnn_lm.data import StreamBatches, load_split, make_batches
-from qrnn_lm.errors import QrnnLmError
+from qrnn_lm.errors import ExitCode, QrnnLmError, run_command
 from qrnn_lm.lm import (BEST, LAST, bits_per_char, build_model, load_checkpoint, load_vocab_dict,
                         save_checkpoint, total_nll, vocab_tokens)
 from qrnn_lm.model import ModelConfig, RNNLanguageModel
@@ -775,30 +775,26 @@ class RunLog:
 # main
 # -----------------------------------------------------------------------------
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    given = {k for k, v in vars(args).items() if v is not None}
     locks = []
-    try:
-        check_flags(args)
-        return Trainer(args, given, locks).run()
-    except QrnnLmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except torch.OutOfMemoryError:
-        print("error: CUDA ran out of memory; lower --batch_size (or --eval-batch-size, --bptt, --nhid), "
-              "or try --softmax adaptive or --amp bf16.", file=sys.stderr)
-        return 1
-    except PrepareFailed as e:
-        return int(e.args[0]) or 1
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
-        return 130
-    finally:
+
+    def cleanup():
         for lock in locks:
             lock.release()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+    def train(argv):
+        args = build_parser().parse_args(argv)
+        given = {k for k, v in vars(args).items() if v is not None}
+        check_flags(args)
+        try:
+            return Trainer(args, given, locks).run()
+        except PrepareFailed as e:
+            raise ExitCode(int(e.args[0]) or 1) from None
+
+    return run_command(train, argv, cleanup=cleanup,
+                       out_of_memory="out of memory; lower --batch_size (or --eval-batch-size, --bptt, --nhid), "
+                                     "or try --softmax adaptive or --amp bf16.")
 
 
 clock = time.monotonic   # the training-time clock (tests replace it)
