@@ -1,4 +1,5 @@
 """Tests for the QRNN / LSTM encoders (qrnn_lm.rnn)."""
+import collections
 import itertools
 
 import pytest
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from qrnn_lm import ops
+from qrnn_lm import checks, ops
 from qrnn_lm.rnn import (
     LSTM,
     QRNN,
@@ -501,15 +502,26 @@ def test_cuda_bf16_and_autocast(make):
 @pytest.mark.skipif("cpu" not in ops.compiled_devices(), reason="no compiled CPU kernels")
 @pytest.mark.parametrize("zoneout", [0.0, 0.3])
 def test_qrnn_checks_its_arguments_once(monkeypatch, zoneout):
-    """QRNN validates at its own boundary and calls the ops unchecked below it
-    (the ops' checks would sync a GPU once per layer and direction)."""
+    """QRNN validates at its own boundary, once per call, and calls the ops
+    unchecked below it (the ops' checks would sync a GPU once per layer and
+    direction)."""
     def fail(*args, **kwargs):
         raise AssertionError("ops argument check called below QRNN.forward")
-    for name in ("_check_padded", "_check_packed", "_check_fused", "_check_lengths",
-                 "_check_c0", "_check_batch_sizes"):
-        monkeypatch.setattr(ops, name, fail)
+    for name in ("fo_pool_args", "fo_pool_packed_args", "fo_pool_fused_args",
+                 "fo_pool_fused_packed_args", "fused_gates", "gates_pair", "c0", "lengths"):
+        monkeypatch.setattr(checks, name, fail)
+    calls = collections.Counter()
+
+    def counted(name, real):
+        def check(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return check
+    for name in ("module_input", "module_lengths", "batch_sizes"):
+        monkeypatch.setattr(checks, name, counted(name, getattr(checks, name)))
     m = QRNN(3, 4, num_layers=2, window=2, bidirectional=True, zoneout=zoneout).eval()
     x = torch.randn(5, 2, 3)
     out, state = m(x, lengths=torch.tensor([5, 3]))
     m(x, state)
     m(pack_list([torch.randn(4, 3), torch.randn(2, 3)]), state)
+    assert calls == {"module_input": 3, "module_lengths": 1, "batch_sizes": 1}
