@@ -206,6 +206,18 @@ def module_input(x: Tensor, input_size: int, weight: Tensor, where: str) -> None
                          f"{weight.device}; move one of them")
     if not x.is_floating_point():
         raise ValueError(f"{where} expects floating-point inputs, got {x.dtype} (embed ids first)")
+    if x.dtype != weight.dtype and not _autocast_covers(x, weight):
+        module = "module.double()" if x.dtype == torch.float64 else f"module.to({x.dtype})"
+        raise ValueError(f"{where} input has dtype {x.dtype} but the module's parameters have "
+                         f"{weight.dtype}; convert the input with input.to({weight.dtype}) or "
+                         f"the module with {module}")
+
+
+def _autocast_covers(x: Tensor, weight: Tensor) -> bool:
+    # autocast runs the matmuls in its own dtype whatever the float32/half input
+    # dtypes are; float64 it leaves alone
+    return (torch.is_autocast_enabled(x.device.type)
+            and torch.float64 not in (x.dtype, weight.dtype))
 
 
 def packed_sequence(packed: PackedSequence, where: str) -> None:

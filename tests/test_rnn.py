@@ -445,6 +445,29 @@ def test_bad_inputs_give_clear_errors(cls):
         m(torch.randn(5, 2, 3), state if cls is QRNN else (state, state))
 
 
+@pytest.mark.parametrize("cls", [QRNN, LSTM])
+def test_input_dtype_must_match_parameters(cls):
+    m = cls(3, 4, 2)
+    x64 = torch.randn(5, 2, 3, dtype=torch.float64)
+    for x in (x64, pack_list([x64[:, 0], x64[:2, 1]])):
+        with pytest.raises(ValueError, match=r"input has dtype torch.float64 but the module's "
+                           r"parameters have torch.float32; convert the input with "
+                           r"input.to\(torch.float32\) or the module with module.double\(\)$"):
+            m(x)
+    with pytest.raises(ValueError, match=r"dtype torch.bfloat16 .* module.to\(torch.bfloat16\)"):
+        m(torch.randn(5, 2, 3).bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast runs mixed float dtypes
+        m(torch.randn(5, 2, 3).bfloat16())
+        with pytest.raises(ValueError, match="torch.float64"):  # but not float64
+            m(x64)
+    m.double()
+    out, _ = m(x64)
+    assert out.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"dtype torch.float32 but the module's parameters have "
+                       r"torch.float64"):
+        m(x64.float())
+
+
 def test_bad_constructor_and_packed_arguments():
     with pytest.raises(ValueError, match="window"):
         QRNN(3, 4, window=0)
