@@ -479,6 +479,12 @@ def test_bad_constructor_and_packed_arguments():
         m(PackedSequence(p.data[:-1], p.batch_sizes, p.sorted_indices, p.unsorted_indices))
     with pytest.raises(ValueError, match="only for Tensor input"):
         m(p, lengths=torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match="non-increasing"):
+        m(PackedSequence(p.data, torch.tensor([2, 3]), None, None))
+    with pytest.raises(ValueError, match="no steps"):
+        m(PackedSequence(p.data[:0], p.batch_sizes[:0], None, None))
+    with pytest.raises(ValueError, match="lengths must be an integer tensor"):
+        m(torch.randn(3, 2, 3), lengths=torch.tensor([3.0, 2.0]))
     with pytest.raises(ValueError, match="not nn.LSTM's"):
         m(torch.randn(3, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(ValueError, match="one per layer"):
