@@ -49,24 +49,35 @@ bidirectional run is *not* equal to a whole run; use whole sequences with
 
 ``LSTM`` subclasses ``nn.LSTM`` (cuDNN through packed sequences on GPU, same
 parameters) with the same call convention; its state is ``nn.LSTM``'s ``(h, c)``.
+
+Where things live (all importable from here): :class:`QRNN` and :class:`QRNNState`
+in this module, its padded / packed input layouts in :mod:`qrnn_lm.layouts`,
+:class:`LSTM` in :mod:`qrnn_lm.lstm`, :func:`pack_list`, :func:`unpack_to_list`,
+:func:`detach_state` and :func:`reorder_state` in :mod:`qrnn_lm.sequences`.  Both
+encoders check their arguments once, with :mod:`qrnn_lm.checks`, and run the
+unchecked ops below that.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import (
-    PackedSequence,
-    pack_padded_sequence,
-    pack_sequence,
-    pad_packed_sequence,
-    unpack_sequence,
-)
+from torch.nn.utils.rnn import PackedSequence
 
-from . import ops
+from . import checks
+from .layouts import PackedLayout, PaddedLayout
+from .lstm import LSTM
+from .sequences import (  # noqa: F401  re-exported, _map_state included
+    _map_state,
+    _StateOps,
+    detach_state,
+    pack_list,
+    reorder_state,
+    unpack_to_list,
+)
 
 __all__ = [
     "QRNN",
@@ -79,142 +90,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def pack_list(seqs: Sequence[Tensor]) -> PackedSequence:
-    """Pack a list of ``(L_i,)`` or ``(L_i, I)`` tensors, any order, any lengths >= 1.
-
-    The Chainer ``NStepLSTM`` habit: ``rnn(pack_list(seqs))``.  The original order is
-    kept in the PackedSequence (``enforce_sorted=False``), so :func:`unpack_to_list`
-    returns the sequences in the order given here.
-    """
-    if isinstance(seqs, Tensor) or not isinstance(seqs, (list, tuple)):
-        raise ValueError(f"pack_list expects a list of tensors, got {type(seqs).__name__}")
-    if len(seqs) == 0:
-        raise ValueError("pack_list got an empty list; give at least one sequence")
-    first = seqs[0]
-    for i, s in enumerate(seqs):
-        if not isinstance(s, Tensor):
-            raise ValueError(f"pack_list: item {i} is a {type(s).__name__}, not a tensor")
-        if s.dim() not in (1, 2):
-            raise ValueError(
-                f"pack_list: item {i} has shape {tuple(s.shape)}; expected (L,) or (L, I)"
-            )
-        if s.shape[0] == 0:
-            raise ValueError(
-                f"pack_list: item {i} is empty; a PackedSequence cannot hold length-0 sequences"
-            )
-        if s.shape[1:] != first.shape[1:] or s.dtype != first.dtype or s.device != first.device:
-            raise ValueError(
-                f"pack_list: item {i} ({tuple(s.shape)}, {s.dtype}, {s.device}) does not match "
-                f"item 0 ({tuple(first.shape)}, {first.dtype}, {first.device}) in trailing "
-                "shape, dtype or device"
-            )
-    return pack_sequence(list(seqs), enforce_sorted=False)
-
-
-def unpack_to_list(packed: PackedSequence) -> list[Tensor]:
-    """Inverse of :func:`pack_list`: the list of ``(L_i, ...)`` tensors, in original order."""
-    if not isinstance(packed, PackedSequence):
-        raise ValueError(f"unpack_to_list expects a PackedSequence, got {type(packed).__name__}")
-    return unpack_sequence(packed)
-
-
-def _map_state(state, fn):
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        return fn(state)
-    if isinstance(state, tuple) and hasattr(state, "_fields"):  # NamedTuple
-        return type(state)(*(_map_state(s, fn) for s in state))
-    if isinstance(state, (tuple, list)):
-        return type(state)(_map_state(s, fn) for s in state)
-    raise ValueError(f"a recurrent state holds tensors and tuples, not {type(state).__name__}")
-
-
-def detach_state(state):
-    """Detach every tensor of a state (QRNN, LSTM or ``nn.LSTM``), for truncated BPTT."""
-    return _map_state(state, lambda t: t.detach())
-
-
-def reorder_state(state, index: Tensor):
-    """Select / reorder the batch entries of a state (QRNN, LSTM or ``nn.LSTM``).
-
-    ``index`` is an int64 tensor of batch positions; every state tensor has its batch
-    on dim 1, so this is ``t.index_select(1, index)`` throughout.
-    """
-    index = torch.as_tensor(index, dtype=torch.long)
-    return _map_state(state, lambda t: t.index_select(1, index.to(t.device)))
-
-
-def _check_lengths(lengths, batch: int, steps: int, device: torch.device) -> Tensor:
-    if not isinstance(lengths, Tensor):
-        lengths = torch.as_tensor(lengths)
-    if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
-            f"lengths must have shape ({batch},) (one per batch entry), got {tuple(lengths.shape)}"
-        )
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
-        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
-    if not torch.compiler.is_compiling() and lengths.numel() > 0:
-        lo, hi = torch.stack(torch.aminmax(lengths)).tolist()  # one device sync
-        if lo < 0 or hi > steps:
-            raise ValueError(
-                f"lengths must lie in [0, {steps}] (the tensor has {steps} time steps), "
-                f"got values in [{lo}, {hi}]"
-            )
-    return lengths.to(device=device, dtype=torch.long)
-
-
-def _check_input(name: str, x: Tensor, input_size: int, weight: Tensor) -> None:
-    if x.shape[-1] != input_size:
-        raise ValueError(
-            f"{name} expected inputs with {input_size} features (input_size), got "
-            f"{x.shape[-1]} (input shape {tuple(x.shape)})"
-        )
-    if x.device != weight.device:
-        raise ValueError(
-            f"{name} input is on {x.device} but the module's parameters are on "
-            f"{weight.device}; move one of them"
-        )
-    if not x.is_floating_point():
-        raise ValueError(f"{name} expects floating-point inputs, got {x.dtype} (embed ids first)")
-
-
-def _check_packed(name: str, packed: PackedSequence) -> None:
-    bs = packed.batch_sizes
-    if bs.device.type != "cpu" or bs.dim() != 1 or bs.numel() == 0:
-        raise ValueError(f"{name}: batch_sizes of a PackedSequence must be a non-empty 1-D CPU tensor")
-    if packed.data.dim() != 2:
-        raise ValueError(
-            f"{name}: packed data must be (N, input_size), got shape {tuple(packed.data.shape)}"
-        )
-    if int(bs.sum()) != packed.data.shape[0]:
-        raise ValueError(
-            f"{name}: batch_sizes sum to {int(bs.sum())} but the packed data has "
-            f"{packed.data.shape[0]} rows"
-        )
-    if int(bs[-1]) < 1 or (bs.numel() > 1 and bool((bs[1:] > bs[:-1]).any())):
-        raise ValueError(f"{name}: batch_sizes must be positive and non-increasing")
-
-
-def _state_tensor(name: str, what: str, t, shape: tuple, x: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{name}: state {what} must be a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != shape:
-        raise ValueError(
-            f"{name}: state {what} has shape {tuple(t.shape)}, expected {shape}; was it made "
-            "for another batch size or model?"
-        )
-    if t.device != x.device:
-        raise ValueError(f"{name}: state {what} is on {t.device} but the input is on {x.device}")
-    return t
-
-
-# --------------------------------------------------------------------------- QRNN
-
-
 class QRNNState(NamedTuple):
     """State of a :class:`QRNN`: see the module docstring.
 
@@ -224,105 +99,6 @@ class QRNNState(NamedTuple):
 
     c: Tensor
     inputs: tuple
-
-
-class _PackedWindows:
-    """Row indices that build windowed inputs from packed rows, from ``batch_sizes`` alone.
-
-    Rows are gathered from ``src = cat([history rows ((k-1)*B), packed rows (N), one zero
-    row])``, history in sorted batch order, history row ``(j, b)`` at ``j*B + b``.  Packed
-    row of (step t, sorted entry b) is ``offsets[t] + b``; it exists iff
-    ``b < batch_sizes[t]``, so every earlier step of an existing row exists too.
-    """
-
-    def __init__(self, batch_sizes: Tensor, k: int, device: torch.device):
-        bs = batch_sizes.to(torch.long)
-        steps, batch, n = bs.numel(), int(bs[0]), int(bs.sum())
-        offsets = torch.cumsum(bs, 0) - bs
-        t = torch.repeat_interleave(torch.arange(steps), bs)
-        b = torch.arange(n) - offsets[t]
-        base, zero_row = (k - 1) * batch, (k - 1) * batch + n
-        fwd, bwd = [], []
-        for j in range(k):
-            shift = k - 1 - j  # slot j holds x_{t - shift} (forward) / x_{t + shift} (backward)
-            s = t - shift
-            fwd.append(torch.where(s >= 0, base + offsets[s.clamp(min=0)] + b, (k - 1 + s) * batch + b))
-            s = t + shift
-            sc = s.clamp(max=steps - 1)
-            ok = (s < steps) & (b < bs[sc])
-            bwd.append(torch.where(ok, base + offsets[sc] + b, zero_row))
-        self.forward = torch.stack(fwd, 1).reshape(-1).to(device)
-        self.backward = torch.stack(bwd, 1).reshape(-1).to(device)
-        # the last k-1 entries of [history; x_0 .. x_{L_b - 1}] of every sequence b
-        lengths = (bs.unsqueeze(1) > torch.arange(batch)).sum(0)
-        p = lengths.unsqueeze(0) + torch.arange(k - 1).unsqueeze(1)  # (k-1, B) positions
-        q = (p - (k - 1)).clamp(min=0)
-        hb = torch.arange(batch).expand_as(p)
-        self.history = torch.where(p < k - 1, p * batch + hb, base + offsets[q.clamp(max=steps - 1)] + hb)
-        self.history = self.history.reshape(-1).to(device)
-        self.batch, self.rows = batch, n
-
-
-class _PaddedLayout:
-    """Time-major padded input (T, B, I) with optional ``lengths``: windows by slicing."""
-
-    def __init__(self, steps: int, lengths: Optional[Tensor], k: int):
-        self.steps, self.lengths, self.k = steps, lengths, k
-
-    def extend(self, x: Tensor, h0: Optional[Tensor]):
-        """-> (source of the windows, the layer's new input history (k-1, B, I))."""
-        T, k = self.steps, self.k
-        if h0 is None:
-            h0 = x.new_zeros(k - 1, x.shape[1], x.shape[2])
-        xe = torch.cat([h0, x], 0)  # (k-1+T, B, I): index j+t holds x_{t+j-(k-1)}
-        if self.lengths is None:
-            return xe, xe[T:]
-        pos = self.lengths.unsqueeze(0) + torch.arange(k - 1, device=x.device).unsqueeze(1)
-        return xe, xe.gather(0, pos.unsqueeze(2).expand(k - 1, x.shape[1], x.shape[2]))
-
-    def window(self, xe: Tensor, x: Tensor, reverse: bool) -> Tensor:
-        T, k = self.steps, self.k
-        if not reverse:
-            return torch.cat([xe[j : j + T] for j in range(k)], 2)
-        xr = torch.cat([x, x.new_zeros(k - 1, x.shape[1], x.shape[2])], 0)
-        return torch.cat([xr[k - 1 - j : k - 1 - j + T] for j in range(k)], 2)
-
-    def pool_fused(self, gates, c0, output_gate: bool, reverse: bool):
-        return ops._fo_pool_fused(gates, c0, self.lengths, output_gate, reverse)
-
-    def pool(self, f, z, c0, reverse: bool):
-        return ops._fo_pool(f, z, c0, self.lengths, reverse)
-
-
-class _PackedLayout:
-    """Packed rows (N, I) with ``batch_sizes``: windows by gathering rows (_PackedWindows)."""
-
-    def __init__(self, batch_sizes: Tensor, k: int, device: torch.device):
-        self.batch_sizes, self.k = batch_sizes, k
-        self.windows = _PackedWindows(batch_sizes, k, device) if k > 1 else None
-
-    def extend(self, x: Tensor, h0: Optional[Tensor]):
-        k, B, I = self.k, self.windows.batch, x.shape[1]
-        h0 = x.new_zeros((k - 1) * B, I) if h0 is None else h0.reshape(-1, I)
-        src = torch.cat([h0, x, x.new_zeros(1, I)], 0)
-        return src, src.index_select(0, self.windows.history).view(k - 1, B, I)
-
-    def window(self, src: Tensor, x: Tensor, reverse: bool) -> Tensor:
-        idx = self.windows.backward if reverse else self.windows.forward
-        return src.index_select(0, idx).view(x.shape[0], self.k * x.shape[1])
-
-    def pool_fused(self, gates, c0, output_gate: bool, reverse: bool):
-        return ops._fo_pool_fused_packed(gates, self.batch_sizes, c0, output_gate, reverse)
-
-    def pool(self, f, z, c0, reverse: bool):
-        return ops._fo_pool_packed(f, z, self.batch_sizes, c0, reverse)
-
-
-class _StateOps:
-    """``detach_state`` / ``reorder_state`` of the module, also as methods of the encoders."""
-
-    detach_state = staticmethod(detach_state)
-    reorder_state = staticmethod(reorder_state)
 
 
 class QRNN(_StateOps, nn.Module):
@@ -451,13 +227,13 @@ class QRNN(_StateOps, nn.Module):
                 "QRNN state is a QRNNState (c, inputs), not nn.LSTM's (h, c); pass the state "
                 "a QRNN returned, or just its c"
             )
-        c = _state_tensor("QRNN", "c", c, (L * D, batch, H), x)
+        c = checks.state_tensor(c, "c", (L * D, batch, H), x, "QRNN")
         if k == 1 or hist is None or len(hist) == 0:
             return c, None
         if len(hist) != L:
             raise ValueError(f"QRNN: state inputs must hold {L} tensors (one per layer), got {len(hist)}")
         hist = [
-            _state_tensor("QRNN", f"inputs[{l}]", h, (k - 1, batch, self.layer_input_size(l)), x)
+            checks.state_tensor(h, f"inputs[{l}]", (k - 1, batch, self.layer_input_size(l)), x, "QRNN")
             for l, h in enumerate(hist)
         ]
         return c, hist
@@ -498,24 +274,24 @@ class QRNN(_StateOps, nn.Module):
                 f"QRNN expects a 3-D input ({'B, T' if self.batch_first else 'T, B'}, "
                 f"{self.input_size}), got shape {tuple(input.shape)}"
             )
-        _check_input("QRNN", input, self.input_size, self.weight_l0)
+        checks.module_input(input, self.input_size, self.weight_l0, "QRNN")
         x = input.transpose(0, 1) if self.batch_first else input
         T, B, _ = x.shape
         if lengths is not None:
-            lengths = _check_lengths(lengths, B, T, x.device)
+            lengths = checks.module_lengths(lengths, T, B, x.device, "QRNN")
         c0, hist = self._unpack_state(state, x, B)
         x = x.contiguous()
         if lengths is not None and self.window > 1 and self.num_directions == 2:
             # the backward window must see zeros past each sequence's end
             x = x * (torch.arange(T, device=x.device).unsqueeze(1) < lengths).unsqueeze(2).to(x.dtype)
-        out, c_n, new_hist = self._layers(x, _PaddedLayout(T, lengths, self.window), c0, hist)
+        out, c_n, new_hist = self._layers(x, PaddedLayout(T, lengths, self.window), c0, hist)
         out = out.transpose(0, 1) if self.batch_first else out
         return out, QRNNState(c_n, tuple(new_hist))
 
     def _forward_packed(self, packed: PackedSequence, state):
-        _check_packed("QRNN", packed)
+        checks.packed_sequence(packed, "QRNN")
         data, batch_sizes, sorted_idx, unsorted_idx = packed
-        _check_input("QRNN", data, self.input_size, self.weight_l0)
+        checks.module_input(data, self.input_size, self.weight_l0, "QRNN")
         c0, hist = self._unpack_state(state, data, int(batch_sizes[0]))
         # the state is in the caller's order, the packed rows in sorted order
         if sorted_idx is not None:
@@ -523,7 +299,7 @@ class QRNN(_StateOps, nn.Module):
                 c0 = c0.index_select(1, sorted_idx)
             if hist is not None:
                 hist = [h.index_select(1, sorted_idx) for h in hist]
-        layout = _PackedLayout(batch_sizes, self.window, data.device)
+        layout = PackedLayout(batch_sizes, self.window, data.device)
         out, c_n, new_hist = self._layers(data, layout, c0, hist)
         if unsorted_idx is not None:
             c_n = c_n.index_select(1, unsorted_idx)
@@ -551,100 +327,3 @@ class QRNN(_StateOps, nn.Module):
                 c_n.append(cn)
             x = outs[0] if D == 1 else torch.cat(outs, -1)
         return x, torch.stack(c_n, 0), new_hist
-
-
-# --------------------------------------------------------------------------- LSTM
-
-
-class LSTM(_StateOps, nn.LSTM):
-    """``nn.LSTM`` (cuDNN on GPU, same parameters and ``(h, c)`` state) with the QRNN call convention.
-
-    ``output, (h_n, c_n) = lstm(input, state=None, *, lengths=None)``: ``input`` a Tensor
-    or PackedSequence, ``lengths`` optional for Tensor input (padded steps give output 0
-    and do not change the state; length 0 is allowed).  State ``(h, c)`` tensors are
-    ``(num_layers * num_directions, B, H)`` in the caller's batch order.
-    ``detach_state`` / ``reorder_state`` work as for :class:`QRNN`.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-    ):
-        super().__init__(
-            input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-            dropout=dropout, bidirectional=bidirectional,
-        )
-
-    def _check_state(self, state, x: Tensor, batch: int):
-        if state is None:
-            return None
-        if not (isinstance(state, tuple) and len(state) == 2):
-            raise ValueError(f"LSTM state must be None or a tuple (h, c), got {type(state).__name__}")
-        D = 2 if self.bidirectional else 1
-        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        return (
-            _state_tensor("LSTM", "h", state[0], (self.num_layers * D, batch, h_size), x),
-            _state_tensor("LSTM", "c", state[1], (self.num_layers * D, batch, self.hidden_size), x),
-        )
-
-    @staticmethod
-    def _cpu_autocast(x: Tensor, state):
-        # oneDNN's LSTM fails on CPUs without native bf16 when autocast hands it float32
-        # inputs ("could not create a primitive descriptor"); inputs and state already in
-        # the autocast dtype take a path that works everywhere.
-        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
-            return x, state
-        dtype = torch.get_autocast_dtype("cpu")
-        if state is not None:
-            state = (state[0].to(dtype), state[1].to(dtype))
-        return x.to(dtype), state
-
-    def forward(self, input, state=None, *, lengths: Optional[Tensor] = None):
-        if isinstance(input, PackedSequence):
-            if lengths is not None:
-                raise ValueError("LSTM: lengths are only for Tensor input; a PackedSequence has its own")
-            _check_packed("LSTM", input)
-            _check_input("LSTM", input.data, self.input_size, self.weight_ih_l0)
-            state = self._check_state(state, input.data, int(input.batch_sizes[0]))
-            data, state = self._cpu_autocast(input.data, state)
-            return super().forward(input._replace(data=data), state)
-        if not isinstance(input, Tensor):
-            raise ValueError(f"LSTM input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        if input.dim() != 3:
-            raise ValueError(
-                f"LSTM expects a 3-D input ({'B, T' if self.batch_first else 'T, B'}, "
-                f"{self.input_size}), got shape {tuple(input.shape)}"
-            )
-        _check_input("LSTM", input, self.input_size, self.weight_ih_l0)
-        t_dim = 1 if self.batch_first else 0
-        T, B = input.shape[t_dim], input.shape[1 - t_dim]
-        state = self._check_state(state, input, B)
-        input, state = self._cpu_autocast(input, state)
-        if lengths is None:
-            return super().forward(input, state)
-        lengths = _check_lengths(lengths, B, T, input.device)
-        # cuDNN (through packing) cannot run length-0 sequences: run them for one step and
-        # put back their output 0 and initial state afterwards
-        empty = lengths == 0
-        packed = pack_padded_sequence(
-            input, lengths.clamp(min=1).cpu(), batch_first=self.batch_first, enforce_sorted=False
-        )
-        out, (h_n, c_n) = super().forward(packed, state)
-        out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=T)
-        if bool(empty.any()):
-            keep = ~empty.view((1, B, 1) if not self.batch_first else (B, 1, 1))
-            out = out * keep.to(out.dtype)
-            if state is None:
-                h0, c0 = torch.zeros_like(h_n), torch.zeros_like(c_n)
-            else:
-                h0, c0 = state[0].to(h_n.dtype), state[1].to(c_n.dtype)
-            m = empty.view(1, B, 1)
-            h_n, c_n = torch.where(m, h0, h_n), torch.where(m, c0, c_n)
-        return out, (h_n, c_n)

@@ -1,4 +1,5 @@
 """Tests for the QRNN / LSTM encoders (qrnn_lm.rnn)."""
+import collections
 import itertools
 
 import pytest
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from qrnn_lm import ops
+from qrnn_lm import checks, ops
 from qrnn_lm.rnn import (
     LSTM,
     QRNN,
@@ -444,6 +445,29 @@ def test_bad_inputs_give_clear_errors(cls):
         m(torch.randn(5, 2, 3), state if cls is QRNN else (state, state))
 
 
+@pytest.mark.parametrize("cls", [QRNN, LSTM])
+def test_input_dtype_must_match_parameters(cls):
+    m = cls(3, 4, 2)
+    x64 = torch.randn(5, 2, 3, dtype=torch.float64)
+    for x in (x64, pack_list([x64[:, 0], x64[:2, 1]])):
+        with pytest.raises(ValueError, match=r"input has dtype torch.float64 but the module's "
+                           r"parameters have torch.float32; convert the input with "
+                           r"input.to\(torch.float32\) or the module with module.double\(\)$"):
+            m(x)
+    with pytest.raises(ValueError, match=r"dtype torch.bfloat16 .* module.to\(torch.bfloat16\)"):
+        m(torch.randn(5, 2, 3).bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast runs mixed float dtypes
+        m(torch.randn(5, 2, 3).bfloat16())
+        with pytest.raises(ValueError, match="torch.float64"):  # but not float64
+            m(x64)
+    m.double()
+    out, _ = m(x64)
+    assert out.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"dtype torch.float32 but the module's parameters have "
+                       r"torch.float64"):
+        m(x64.float())
+
+
 def test_bad_constructor_and_packed_arguments():
     with pytest.raises(ValueError, match="window"):
         QRNN(3, 4, window=0)
@@ -455,6 +479,12 @@ def test_bad_constructor_and_packed_arguments():
         m(PackedSequence(p.data[:-1], p.batch_sizes, p.sorted_indices, p.unsorted_indices))
     with pytest.raises(ValueError, match="only for Tensor input"):
         m(p, lengths=torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match="non-increasing"):
+        m(PackedSequence(p.data, torch.tensor([2, 3]), None, None))
+    with pytest.raises(ValueError, match="no steps"):
+        m(PackedSequence(p.data[:0], p.batch_sizes[:0], None, None))
+    with pytest.raises(ValueError, match="lengths must be an integer tensor"):
+        m(torch.randn(3, 2, 3), lengths=torch.tensor([3.0, 2.0]))
     with pytest.raises(ValueError, match="not nn.LSTM's"):
         m(torch.randn(3, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(ValueError, match="one per layer"):
@@ -501,15 +531,26 @@ def test_cuda_bf16_and_autocast(make):
 @pytest.mark.skipif("cpu" not in ops.compiled_devices(), reason="no compiled CPU kernels")
 @pytest.mark.parametrize("zoneout", [0.0, 0.3])
 def test_qrnn_checks_its_arguments_once(monkeypatch, zoneout):
-    """QRNN validates at its own boundary and calls the ops unchecked below it
-    (the ops' checks would sync a GPU once per layer and direction)."""
+    """QRNN validates at its own boundary, once per call, and calls the ops
+    unchecked below it (the ops' checks would sync a GPU once per layer and
+    direction)."""
     def fail(*args, **kwargs):
         raise AssertionError("ops argument check called below QRNN.forward")
-    for name in ("_check_padded", "_check_packed", "_check_fused", "_check_lengths",
-                 "_check_c0", "_check_batch_sizes"):
-        monkeypatch.setattr(ops, name, fail)
+    for name in ("fo_pool_args", "fo_pool_packed_args", "fo_pool_fused_args",
+                 "fo_pool_fused_packed_args", "fused_gates", "gates_pair", "c0", "lengths"):
+        monkeypatch.setattr(checks, name, fail)
+    calls = collections.Counter()
+
+    def counted(name, real):
+        def check(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return check
+    for name in ("module_input", "module_lengths", "batch_sizes"):
+        monkeypatch.setattr(checks, name, counted(name, getattr(checks, name)))
     m = QRNN(3, 4, num_layers=2, window=2, bidirectional=True, zoneout=zoneout).eval()
     x = torch.randn(5, 2, 3)
     out, state = m(x, lengths=torch.tensor([5, 3]))
     m(x, state)
     m(pack_list([torch.randn(4, 3), torch.randn(2, 3)]), state)
+    assert calls == {"module_input": 3, "module_lengths": 1, "batch_sizes": 1}
