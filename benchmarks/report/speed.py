@@ -14,6 +14,11 @@ def speed_sections(results_dir: str) -> str:
     for sub in sorted(os.listdir(results_dir)):
         if sub.startswith("gpu_") and os.path.isdir(os.path.join(results_dir, sub)):
             files += sorted(f"{sub}/{f}" for f in os.listdir(os.path.join(results_dir, sub)) if f.endswith(".json"))
+    return "\n".join(fo_pool_tables(results_dir, files) + rnn_layer_tables(results_dir, files)
+                     + lm_tables(results_dir, files))
+
+
+def fo_pool_tables(results_dir: str, files: list) -> list:
     base = os.path.basename
     out = []
     fo = {}
@@ -40,7 +45,12 @@ def speed_sections(results_dir: str) -> str:
                            "Python loop fwd+bwd ms", "speed-up"], rows) + "\n")
     if "cuda" not in fo:
         out.append("GPU rows: not measured on GPU (no `fo_pool_cuda_*.json` in benchmarks/results/).\n")
-    out.append("### One QRNN layer vs one LSTM layer (`benchmarks/bench_rnn.py`)\n")
+    return out
+
+
+def rnn_layer_tables(results_dir: str, files: list) -> list:
+    base = os.path.basename
+    out = ["### One QRNN layer vs one LSTM layer (`benchmarks/bench_rnn.py`)\n"]
     rnn_files = [f for f in files if base(f).startswith("bench_rnn_")]
     for f in rnn_files:
         d = json.load(open(os.path.join(results_dir, f)))
@@ -55,7 +65,12 @@ def speed_sections(results_dir: str) -> str:
                            "LSTM f+b ms", "speed-up", "QRNN / own matmul (f+b)"], rows) + "\n")
     if not any("cuda" in f for f in rnn_files):
         out.append("GPU rows: not measured on GPU (no `bench_rnn_cuda*.json` in benchmarks/results/).\n")
-    out.append("### Whole language model, training step (`benchmarks/bench_lm.py`)\n")
+    return out
+
+
+def lm_tables(results_dir: str, files: list) -> list:
+    base = os.path.basename
+    out = ["### Whole language model, training step (`benchmarks/bench_lm.py`)\n"]
     lm_files = [f for f in files if base(f).startswith("bench_lm_")]
     for f in lm_files:
         d = json.load(open(os.path.join(results_dir, f)))
@@ -83,4 +98,4 @@ def speed_sections(results_dir: str) -> str:
                               rows) + "\n")
     if not any("cuda" in f for f in lm_files):
         out.append("GPU rows: not measured on GPU (no `bench_lm_cuda.json` in benchmarks/results/).\n")
-    return "\n".join(out)
+    return out

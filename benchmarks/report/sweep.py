@@ -74,26 +74,7 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
         return L + ["Not run.\n"]
     plot_sweep(d, os.path.join(img_dir, "rare_sweep.png"))
     order = _cut_order(cuts, table)
-    softmax = cfg.get("softmax") or {}
-    L.append(f"Every scheme at every cut trains the same model for the same **{cfg.get('steps')} steps** "
-             f"(`train.py --max-steps`; {cfg.get('model', '')}), with the budget schedule (warmup, then cosine "
-             "decay to 0.1 × lr at the last step), and seeds " + ", ".join(map(str, cfg.get('seeds', [])))
-             + " — the same seeds for every scheme, so differences are paired by seed."
-             + (" The output layer is what the defaults rule gives the cut (adaptive softmax above 2,000 "
-                "outputs), the same for every scheme of a cut: "
-                + ", ".join(f"{c} {softmax[c]}" for c in order if c in softmax) + "." if softmax else "")
-             + "  The cut keeps the N most frequent training words, N chosen so that the share of test tokens "
-             "that are rare (not kept, or never seen in training) is near the target: "
-             + "; ".join(f"{c}: N = {cuts[c]['kept']:,}, {100 * cuts[c]['test_rare_share']:.1f}% rare"
-                         for c in order if c in cuts)
-             + f".  k-means and exchange use K = {cfg.get('buckets')}; context vectors are the mean hidden state "
-             f"of the `unk` model of the same cut and seed {min(cfg.get('seeds') or [1])} before each occurrence of "
-             "the word (`prepare --vectors RUN_DIR`); fastText vectors are gensim FastText (CBOW, character 1–3-"
-             "grams, dimension 64) trained once on train.txt; exchange classes (`--rare exchange`) need no vectors: "
-             "the exchange algorithm moves each rare word to the class that most raises the class-bigram "
-             "likelihood of the training text, what the model itself has to predict.  Test bits per character "
-             "(whole test.txt) are split into kept words and `</s>`, choosing the bucket (the model's -log P of "
-             "bucket tokens) and choosing the word inside it (-log P(word | bucket), fixed by the vocabulary).\n")
+    L.append(sweep_setup(cfg, cuts, order))
     ran = {s for c in table.values() for s in c}
     missing = [lab for n, lab, _ in SWEEP_SCHEMES if n not in ran]
     if missing:
@@ -104,6 +85,42 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
     if partial:
         L.append("Incomplete: " + "; ".join(partial) + ".\n")
     L.append(f"![Test BPC against rare share]({rel}/rare_sweep.png)\n")
+    L += cut_tables(d, table, cuts, order)
+    L += generation_table(d, table, order)
+    # what the numbers say
+    L.append("### Read off the numbers\n")
+    L += [f"- {x}" for x in sweep_findings(d)]
+    L.append("")
+    return L
+
+
+def sweep_setup(cfg: dict, cuts: dict, order: list) -> str:
+    """The paragraph saying how the sweep was run."""
+    softmax = cfg.get("softmax") or {}
+    return (f"Every scheme at every cut trains the same model for the same **{cfg.get('steps')} steps** "
+            f"(`train.py --max-steps`; {cfg.get('model', '')}), with the budget schedule (warmup, then cosine "
+            "decay to 0.1 × lr at the last step), and seeds " + ", ".join(map(str, cfg.get('seeds', [])))
+            + " — the same seeds for every scheme, so differences are paired by seed."
+            + (" The output layer is what the defaults rule gives the cut (adaptive softmax above 2,000 "
+               "outputs), the same for every scheme of a cut: "
+               + ", ".join(f"{c} {softmax[c]}" for c in order if c in softmax) + "." if softmax else "")
+            + "  The cut keeps the N most frequent training words, N chosen so that the share of test tokens "
+            "that are rare (not kept, or never seen in training) is near the target: "
+            + "; ".join(f"{c}: N = {cuts[c]['kept']:,}, {100 * cuts[c]['test_rare_share']:.1f}% rare"
+                       for c in order if c in cuts)
+            + f".  k-means and exchange use K = {cfg.get('buckets')}; context vectors are the mean hidden state "
+            f"of the `unk` model of the same cut and seed {min(cfg.get('seeds') or [1])} before each occurrence of "
+            "the word (`prepare --vectors RUN_DIR`); fastText vectors are gensim FastText (CBOW, character 1–3-"
+            "grams, dimension 64) trained once on train.txt; exchange classes (`--rare exchange`) need no vectors: "
+            "the exchange algorithm moves each rare word to the class that most raises the class-bigram "
+            "likelihood of the training text, what the model itself has to predict.  Test bits per character "
+            "(whole test.txt) are split into kept words and `</s>`, choosing the bucket (the model's -log P of "
+            "bucket tokens) and choosing the word inside it (-log P(word | bucket), fixed by the vocabulary).\n")
+
+
+def cut_tables(d: dict, table: dict, cuts: dict, order: list) -> list:
+    """One table per cut: test BPC of each scheme, paired differences, where the bits go."""
+    L = []
     for cut in order:
         runs = table[cut]
         L.append(f"### {cut} rare test tokens"
@@ -121,10 +138,16 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
                          _ms([r["bits"]["within"] for r in rs])])
         L.append(_table(["scheme", "outputs", "buckets", "seeds", "test BPC", "Δ vs unk (paired)",
                          "Δ vs pos (paired)", "kept words", "choosing the bucket", "inside the bucket"], rows) + "\n")
-    # generated text
+    return L
+
+
+def generation_table(d: dict, table: dict, order: list) -> list:
+    """Parts of speech of generated text against the test text's."""
+    sm = d.get("sweep_meta", {})
+    cfg = sm.get("config", {})
     test_pos = sm.get("test_pos1") or {}
     tn = sum(test_pos.values())
-    L.append("### Generated text: parts of speech\n")
+    L = ["### Generated text: parts of speech\n"]
     L.append(f"{cfg.get('samples')} samples of {cfg.get('sample_tokens')} tokens per model (seeds 1–"
              f"{cfg.get('samples')}, temperature 1, no prompt, bucket tokens expanded by P(word | bucket)), "
              "re-tokenized with MeCab; Jensen–Shannon divergence (bits, 0 = identical) between their UniDic pos1 "
@@ -142,11 +165,8 @@ def sweep_section(d: dict, img_dir: str, rel: str) -> list:
                              sum(r["gen"].get("leaks", 0) for r in rs)])
     L.append(_table(["cut", "scheme", "JS divergence (bits)", "content words %", "bucket names in text"], rows)
              + "\n")
-    # what the numbers say
-    L.append("### Read off the numbers\n")
-    L += [f"- {x}" for x in sweep_findings(d)]
-    L.append("")
     return L
+
 
 def _content(counts: dict) -> float:
     n = sum(counts.values())
