@@ -30,6 +30,7 @@ def write_run(run_dir, drop_result=None, drop_valid=None):
         if step == 120 and drop_valid:
             del valid[drop_valid]
         rows.append(valid)
+    rows.append(dict(rows[-1], seconds=3.0))   # validated twice at the last step (epoch end and budget end)
     rows += [{"split": "valid", "final": True, "step": 150, "loss": 4.3, "ppl": 74.0, "bpc": 3.9},
              {"split": "test", "final": True, "step": 150, "loss": 4.2, "ppl": 70.0, "bpc": 3.8}]
     with open(os.path.join(run_dir, "metrics.jsonl"), "w", encoding="utf-8") as f:
@@ -50,7 +51,7 @@ def test_read_run_gives_curve_parameters_and_tokens_per_second(tmp_path):
     r = read_run(str(tmp_path))
     assert r["curve"] == [{"step": 60, "minutes": 0.5, "valid_bpc": 4.5},
                           {"step": 120, "minutes": 1.0, "valid_bpc": 4.0},
-                          {"step": 150, "minutes": 1.5, "valid_bpc": 3.9}]   # final rows are no points
+                          {"step": 150, "minutes": 1.5, "valid_bpc": 3.9}]   # one per step; final rows are none
     assert r["params"] == 123456
     assert r["tokens_per_s"] == pytest.approx(3733.3)
     assert (r["steps"], r["test_bpc"], r["test_ppl"], r["valid_bpc"]) == (150, 3.8, 70.0, 3.9)

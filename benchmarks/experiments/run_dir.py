@@ -27,8 +27,8 @@ class RunFormatError(ValueError):
 
 def _need(row: dict, key: str, where: str):
     if key not in row:
-        raise RunFormatError(f"{where} has no '{key}' field; train.py of this checkout should write it: "
-                             "rerun the step with --redo NAME.")
+        raise RunFormatError(f"{where} has no '{key}' field (written by an older train.py); update the checkout "
+                             "and rerun the step with --redo NAME.")
     return row[key]
 
 
@@ -63,9 +63,14 @@ def validations(rows: list) -> list:
 
 def learning_curve(rows: list, where: str = "metrics.jsonl") -> list:
     """Validation BPC against training minutes (validations and checkpoint
-    saves left out), one point per validation."""
-    return [{"step": _need(x, "step", where), "minutes": _need(x, "train_seconds", f"a validation row of {where}") / 60,
-             "valid_bpc": _need(x, "bpc", f"a validation row of {where}")} for x in validations(rows)]
+    saves left out), one point per validated step (two validations at one
+    step, nothing trained between them: the later one)."""
+    points = {}
+    for x in validations(rows):
+        row = f"a validation row of {where}"
+        points[_need(x, "step", row)] = {"step": x["step"], "minutes": _need(x, "train_seconds", row) / 60,
+                                         "valid_bpc": _need(x, "bpc", row)}
+    return [points[k] for k in sorted(points)]
 
 
 def best_step(rows: list, last_step: int) -> int:
