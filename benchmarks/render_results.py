@@ -78,11 +78,11 @@ def main(argv=None) -> int:
         if args.budget_json != DEFAULT_BUDGET_JSON and not os.path.exists(args.budget_json):
             raise ReportError(f"{args.budget_json} does not exist; run benchmarks/bench_budget.py --out "
                               f"{args.budget_json} first, or leave out --budget-json.")
+        render(d, args.out, args.img or os.path.join(os.path.dirname(os.path.abspath(args.out)), "img"), args.json,
+               args.budget_json)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    render(d, args.out, args.img or os.path.join(os.path.dirname(os.path.abspath(args.out)), "img"), args.json,
-           args.budget_json)
     return 0
 
 
