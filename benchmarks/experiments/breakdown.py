@@ -1,4 +1,6 @@
 """Breakdown: where the test bits of the MeCab rare-word models go, per
+
+
 class of token."""
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 from experiments.scoring import token_nll
 from experiments.store import log
 from experiments_config import RARE_METHODS
+
 
 def exp_breakdown(args, profile, store):
     """Where the test bits go, per class of token, for the MeCab models: kept

@@ -12,6 +12,7 @@ from experiments.runner import HERE, REPO, child_env
 from experiments.store import log
 from experiments_config import CUT, MEM_METHODS
 
+
 def exp_memory(args, profile, store):
     bench = os.path.join(HERE, "bench_lm.py")
     for v in profile["mem_sizes"]:

@@ -12,9 +12,11 @@ from experiments_config import CUT, RARE_METHODS
 
 FULL_FLAGS = ["--vocab-size", str(10 ** 9), "--rare", "unk"]   # no cut: every training type kept
 
+
 def full_dataset(files, args, profile, store) -> dict:
     """The full-vocabulary dataset (the other cuts are sized from it)."""
     return prepare("full", FULL_FLAGS, files, args, profile, store)
+
 
 def exp_rare(args, profile, files, store):
     full = full_dataset(files, args, profile, store)

@@ -5,6 +5,7 @@ from experiments.runner import train
 from experiments.store import attempt, log
 from experiments_config import REPEAT, REPEAT_SEED
 
+
 def exp_repeat(args, profile, files, store):
     """Two rare-word runs again with another seed: how far apart two runs of
     the same setup land (the spread the comparisons of section 1 live with)."""

@@ -10,6 +10,7 @@ from experiments.runner import evaluate_last, prepare, train
 from experiments.store import attempt, log
 from experiments_config import CUT, RARE_METHODS, RNN_DATA, RNN_RUNS
 
+
 def exp_rnn(args, profile, files, store):
     full = store.get("datasets", "full")
     n_keep = round(CUT * full["kept_words"]) if full else None

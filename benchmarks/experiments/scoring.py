@@ -32,6 +32,7 @@ def token_nll(run_dir: str, data_dir: str, split_name: str = "test"):
             out[(b.col_start[None, :] + t)[valid]] = nll.double().numpy()  # target of input k is ids[k]
     return out, split, vocab
 
+
 def samples(run_dir: str) -> dict:
     """SAMPLES texts of SAMPLE_TOKENS tokens (seeds 1..SAMPLES, temperature 1),
     the fraction of sampled tokens that were bucket tokens (expanded to a word
@@ -60,8 +61,8 @@ def samples(run_dir: str) -> dict:
             "leaks": sum(len(s["leaked"]) for s in out), "params": nparams}
 
 _TEST_POS1 = {}
-
 _MECAB_LOCK = threading.Lock()  # one MeCab tagger for the runner's threads
+
 
 def pos1_counts(lines) -> dict:
     """UniDic pos1 (名詞, 助詞, ...) counts of MeCab tokens of ``lines``."""
@@ -75,6 +76,7 @@ def pos1_counts(lines) -> dict:
             if line:
                 c.update(pos.split("-")[0] for _, pos in tok.tokenize(line))
     return dict(c)
+
 
 def generation_pos(run_dir: str, test_counts: dict, n: int, tokens: int) -> dict:
     """``n`` samples of ``tokens`` tokens (seeds 1..n, temperature 1, no
@@ -91,9 +93,11 @@ def generation_pos(run_dir: str, test_counts: dict, n: int, tokens: int) -> dict
 
 CONTENT_POS1 = ("名詞", "動詞", "形容詞", "形状詞")  # nouns, verbs, adjectives (形状詞: adjectival nouns)
 
+
 def content_share(counts: dict) -> float:
     n = sum(counts.values())
     return sum(counts.get(p, 0) for p in CONTENT_POS1) / n if n else float("nan")
+
 
 def js_divergence(p: dict, q: dict) -> float:
     """Jensen-Shannon divergence (bits, in [0, 1]) of two count dicts."""

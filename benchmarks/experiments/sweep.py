@@ -18,6 +18,7 @@ from experiments.scoring import generation_pos, pos1_counts, token_nll
 from experiments.store import attempt, log
 from experiments_config import SWEEP_MODEL, SWEEP_SCHEMES
 
+
 def exp_sweep(args, profile, files, store):
     """Rare-word schemes at several vocabulary cuts, each trained for the same
     number of steps with several seeds (paired: seed s is the same for every
@@ -161,6 +162,7 @@ def cut_sizes(full_dir: str, shares: list) -> dict:
         out[f"{round(100 * target)}%"] = {"target": target, "kept": N, "test_rare_share": float(share[N])}
     return out
 
+
 def write_fasttext_vec(full_dir: str, path: str, seed: int = 0) -> dict:
     """fastText vectors of every training word (the same as ``prepare --vectors
     fasttext`` computes), once for all cuts, as a .vec file."""
@@ -189,14 +191,17 @@ def write_fasttext_vec(full_dir: str, path: str, seed: int = 0) -> dict:
     os.replace(tmp, path)
     return {"path": path, "seconds": time.time() - t0, "words": int(has.sum())}
 
+
 def _sweep_cmd(args, data: str, save: str, steps: int, seed: int, softmax: str) -> list:
     return [sys.executable, "-u", os.path.join(REPO, "train.py"), "--data", data, "--save", save,
             "--max-steps", str(steps), "--seed", str(seed), "--softmax", softmax] + SWEEP_MODEL
+
 
 def sweep_softmax(kept: int) -> str:
     """The output layer the defaults rule gives a cut (adaptive above 2,000
     outputs), the same for every scheme of the cut."""
     return "adaptive" if kept > 2000 else "full"
+
 
 def sweep_bits(run_dir: str, data_dir: str) -> dict:
     """Test bits per character split into kept words (and `</s>`), choosing

@@ -4,6 +4,7 @@ from __future__ import annotations
 from experiments_config import MEM_METHODS, RARE_METHODS
 from report.tables import _plt, _save
 
+
 def plot_rare(d: dict, datasets: dict, path: str) -> None:
     plt = _plt()
     from matplotlib.lines import Line2D
@@ -42,6 +43,7 @@ def plot_rare(d: dict, datasets: dict, path: str) -> None:
                ncol=2, fontsize=8)
     _save(plt, fig, path)
 
+
 def plot_curves(d: dict, path: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -59,6 +61,7 @@ def plot_curves(d: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     _save(plt, fig, path)
+
 
 def plot_memory(d: dict, path: str) -> None:
     plt = _plt()

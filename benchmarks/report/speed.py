@@ -6,6 +6,7 @@ import os
 
 from report.tables import _f, _table
 
+
 def speed_sections(results_dir: str) -> str:
     """Tables of the kernel/layer/LM benchmark JSON files, newest file per kind and device."""
     # benchmarks/results/*.json, and those of GPU runs in benchmarks/results/gpu_*/

@@ -8,6 +8,7 @@ import sys
 from experiments_config import SWEEP_SCHEMES
 from report.tables import _f, _ms, _plt, _save, _table, mean_sd
 
+
 def sweep_table(d: dict) -> dict:
     """{cut: {scheme: {seed: run}}} of the stored sweep runs."""
     out: dict = {}
@@ -16,27 +17,33 @@ def sweep_table(d: dict) -> dict:
         out.setdefault(cut, {}).setdefault(scheme, {})[seed] = r
     return out
 
+
 def paired(runs: dict, a: str, b: str, get=lambda r: r["test_bpc"]) -> list:
     """Per-seed differences get(a) - get(b) over the seeds both have."""
     if a not in runs or b not in runs:
         return []
     return [get(runs[a][s]) - get(runs[b][s]) for s in sorted(set(runs[a]) & set(runs[b]))]
 
+
 def beats(diffs: list) -> bool:
     """Lower by more than 2 standard deviations of the paired differences."""
     m, s, n = mean_sd(diffs)
     return n >= 2 and m < 0 and s == s and -m > 2 * s
 
+
 def _cut_order(cuts: dict, table: dict) -> list:
     return sorted(table, key=lambda c: cuts.get(c, {}).get("target", float(c.rstrip("%")) / 100))
+
 
 def _label(d: dict, scheme: str) -> str:
     cfg = d.get("sweep_meta", {}).get("config", {}).get("schemes", {})
     return cfg.get(scheme, {}).get("label") or dict((n, lab) for n, lab, _ in SWEEP_SCHEMES).get(scheme, scheme)
 
+
 def _scheme_order(d: dict, present) -> list:
     names = [n for n, _, _ in SWEEP_SCHEMES]
     return sorted(present, key=lambda n: (names.index(n) if n in names else len(names), n))
+
 
 def plot_sweep(d: dict, path: str) -> None:
     plt = _plt()
@@ -64,6 +71,7 @@ def plot_sweep(d: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(plt, fig, path)
+
 
 def sweep_section(d: dict, img_dir: str, rel: str) -> list:
     L = ["## 5. Rare-word schemes at several vocabulary cuts\n"]
@@ -172,8 +180,10 @@ def _content(counts: dict) -> float:
     n = sum(counts.values())
     return sum(counts.get(p, 0) for p in ("名詞", "動詞", "形容詞", "形状詞")) / n if n else float("nan")
 
+
 def _clustering(scheme: str) -> bool:
     return "kmeans" in scheme or scheme == "exchange"
+
 
 def _default_rare() -> str | None:
     """The bucket scheme ``prepare`` uses when given none."""
@@ -185,6 +195,7 @@ def _default_rare() -> str | None:
     except ImportError:
         return None
     return build_parser().get_default("rare")
+
 
 def sweep_findings(d: dict) -> list:
     """Sentences computed from the sweep: per cut the lowest mean BPC and how

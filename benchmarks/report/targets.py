@@ -6,6 +6,7 @@ from experiments_config import MEM_METHODS
 from report.sweep import _cut_order, _label, _scheme_order, beats, paired, sweep_table
 from report.tables import _f
 
+
 def time_to_reach(curve: list, target: float):
     """Training minutes at which a validation curve first reaches ``target``
     (linear between points), or None."""
@@ -18,6 +19,7 @@ def time_to_reach(curve: list, target: float):
             return prev["minutes"] + f * (p["minutes"] - prev["minutes"])
         prev = p
     return None
+
 
 def goals(d: dict) -> list:
     rows = []
@@ -72,6 +74,7 @@ def goals(d: dict) -> list:
                          f"→ {ratio:.2f}×; tokens/s ratio {speed:.2f}×",
                          "met" if ratio >= 2 else "not met"])
     return rows
+
 
 def summary(d: dict) -> list:
     """A few sentences read off the stored numbers."""
