@@ -22,9 +22,9 @@ runs (train.py's own on-the-fly cache), so no run pays for tokenizing.  Runs
 are interleaved (for each budget and seed, every contender in turn) because
 the machine may be shared; each row records the steps and tokens it reached
 and the load average around it.  Results go to a JSON file (rewritten after
-every run; ``--keep`` reuses finished runs of it), a PNG of BPC against
-budget, and the block between ``<!-- bench_budget:begin -->`` and
-``<!-- bench_budget:end -->`` of docs/RESULTS.md.
+every run; ``--keep`` reuses finished runs of it) and a PNG of BPC against
+budget; then benchmarks/render_results.py rewrites docs/RESULTS.md (its
+section "What a budget buys" comes from this JSON).
 """
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-BEGIN, END = "<!-- bench_budget:begin -->", "<!-- bench_budget:end -->"
 CLASSIC = ["--rnn", "lstm", "--emsize", "200", "--nhid", "200", "--nlayers", "2", "--tied", "--optimizer", "sgd",
            "--lr", "20", "--clip", "0.25", "--dropout", "0.2", "--bptt", "35", "--batch_size", "20",
            # what the classic recipe also does, where our defaults would choose otherwise
@@ -145,77 +144,6 @@ def write_plot(rows: list, png: str) -> None:
     plt.close(fig)
 
 
-def markdown(result: dict, png_rel: str) -> str:
-    rows, meta = result["runs"], result["meta"]
-    table = summary(rows)
-    minutes = sorted({m for (_, m) in table})
-    lines = [BEGIN, "## What a budget buys (`benchmarks/bench_budget.py`)", "",
-             "- Command" + ("s (the later ones add runs with --keep)" if len(meta.get("commands", [])) > 1 else "")
-             + ": " + "; ".join(f"`{c}`" for c in meta.get("commands", [meta["command"]])),
-             f"- Corpus: {meta['corpus']}; machine: {meta['machine']}, {meta['cpus']} CPUs "
-             f"(shared with other work: load average {meta['load_min']:.1f}–{meta['load_max']:.1f} during the runs), "
-             f"{meta['threads']} torch thread(s) per run, torch {meta['torch']}, {meta['date']}.",
-             f"- Seeds: {', '.join(sorted({str(r['seed']) for r in rows}))}; a cell with more than one run shows "
-             "the mean and the number of seeds (n); one seed alone cannot separate differences of ~1-2% from noise. "
-             "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
-             "not start-up or the final evaluation.",
-             "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
-             "(steps, million tokens trained).", ""]
-    head = "| contender | " + " | ".join(f"{m:g} min" for m in minutes) + " |"
-    lines += [head, "|---|" + "---|" * len(minutes)]
-    for name in LABEL:
-        cells = []
-        for m in minutes:
-            rs = table.get((name, m))
-            if not rs:
-                cells.append("–")
-                continue
-            bpc = sum(r["test_bpc"] for r in rs) / len(rs)
-            steps = sum(r["steps"] for r in rs) / len(rs)
-            toks = sum(r.get("tokens") or 0 for r in rs) / len(rs) / 1e6
-            spread = f" ±{(max(r['test_bpc'] for r in rs) - min(r['test_bpc'] for r in rs)) / 2:.3f}, n={len(rs)}" \
-                if len(rs) > 1 else ""
-            cells.append(f"{bpc:.3f}{spread} ({steps:.0f}, {toks:.2f}M)")
-        if any(c != "–" for c in cells):
-            lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
-    lines.append("")
-    crit = []
-    for m in (2, 5):
-        a, b = table.get(("defaults", m)), table.get(("classic", m))
-        if a and b:
-            ba = sum(r["test_bpc"] for r in a) / len(a)
-            bb = sum(r["test_bpc"] for r in b) / len(b)
-            crit.append(f"- {m:g} min: the defaults are {100 * (bb - ba) / bb:.1f}% below the classic recipe "
-                        f"({ba:.3f} vs {bb:.3f} test BPC).")
-    a5 = table.get(("defaults", 5))
-    if a5:
-        ba = sum(r["test_bpc"] for r in a5) / len(a5)
-        d = 100 * (QUICKSTART_5MIN - ba) / QUICKSTART_5MIN
-        toks = sum(r.get("tokens") or 0 for r in a5) / len(a5) / 1e6
-        crit.append(f"- 5 min: the defaults reach {ba:.3f}, {abs(d):.1f}% {'below' if d >= 0 else 'above'} the "
-                    f"earlier quickstart recipe's 5-minute result ({QUICKSTART_5MIN}); {toks:.2f}M tokens trained "
-                    "here on average.")
-    chosen = next((r.get("chosen") for r in rows if r["contender"] == "defaults" and r.get("chosen")), None)
-    if chosen:
-        crit.append("- Settings the defaults rule chose (2-core CPU, this corpus, 2-minute run; warmup scales with the budget): "
-                    + " ".join(f"{k}={v}" for k, v in sorted(chosen.items())) + ".")
-    lines += crit + ["", f"![test BPC against budget]({png_rel})", "",
-                     "Per-run rows (commands, steps, tokens, load): "
-                     f"[{os.path.relpath(meta['json'], os.path.join(REPO, 'docs'))}]"
-                     f"({os.path.relpath(meta['json'], os.path.join(REPO, 'docs'))}).", END]
-    return "\n".join(lines)
-
-
-def write_results_md(md_path: str, block: str) -> None:
-    text = open(md_path, encoding="utf-8").read() if os.path.exists(md_path) else "# Results\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "data", "ja-debian-docs"),
@@ -227,8 +155,10 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "bench_budget", "cache"))
     p.add_argument("--runs-dir", default=os.path.join(REPO, "runs", "bench_budget"))
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "bench_budget_cpu.json"))
-    p.add_argument("--png", default=os.path.join(REPO, "docs", "img", "bpc_vs_budget.png"))
-    p.add_argument("--results-md", default=os.path.join(REPO, "docs", "RESULTS.md"))
+    p.add_argument("--png", default=os.path.join(REPO, "docs", "img", "bpc_vs_budget.png"),
+                   help="the plot (the report links img/bpc_vs_budget.png beside --results-md)")
+    p.add_argument("--results-md", default=os.path.join(REPO, "docs", "RESULTS.md"),
+                   help="the report benchmarks/render_results.py rewrites after the runs")
     p.add_argument("--keep", action="store_true", help="reuse the finished runs already in --out")
     p.add_argument("--report-only", action="store_true", help="only rewrite the plot and RESULTS.md from --out")
     args = p.parse_args(argv)
@@ -262,18 +192,25 @@ def main(argv=None) -> int:
                     result["runs"].append(run_one(name, minutes, seed, args.corpus, args.cache_dir, data,
                                                   args.runs_dir, args.threads))
                     report(result, args)
-    report(result, args)
-    return 0
+    return report(result, args)
 
 
-def report(result: dict, args) -> None:
+def report(result: dict, args) -> int:
+    """Write the JSON and the plot, then have benchmarks/render_results.py
+    rewrite the report from the JSON files (the only writer of RESULTS.md)."""
     loads = [v for r in result["runs"] for v in (r.get("load_before"), r.get("load_after")) if v == v and v is not None]
     result["meta"].update(load_min=min(loads) if loads else float("nan"), load_max=max(loads) if loads else float("nan"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     write_plot(result["runs"], args.png)
-    write_results_md(args.results_md, markdown(result, os.path.relpath(args.png, os.path.dirname(args.results_md))))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import render_results
+    rc = render_results.main(["--budget-json", args.out, "--out", args.results_md])
+    if rc:
+        print(f"error: {args.out} is written, {args.results_md} is not; run benchmarks/render_results.py "
+              f"--budget-json {args.out} once the experiments JSON exists.", file=sys.stderr)
+    return rc
 
 
 if __name__ == "__main__":

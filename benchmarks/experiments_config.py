@@ -1,5 +1,5 @@
-"""Settings shared by the experiment runner (run_experiments.py) and the
-report renderer (render_results.py): models, methods, labels, profiles."""
+"""Settings shared by the experiments (run_experiments.py, experiments/) and
+the report renderer (render_results.py): models, methods, labels, profiles."""
 
 MODEL = ["--emsize", "128", "--nhid", "256", "--nlayers", "2", "--softmax", "adaptive",
          "--dropout", "0.1", "--dropouth", "0.1", "--dropouti", "0.1", "--dropoute", "0.0",
@@ -51,17 +51,18 @@ SWEEP_SCHEMES = [  # (name, label, prepare flags beyond --vocab-size N; {K}, {FA
 ]
 
 PROFILES = {
-    # Minutes of training per rare-word run and per QRNN/LSTM run.  Validation intervals (steps) give every QRNN/LSTM run about ten
-    # validations in its budget (the LSTM takes about half as many steps, and
-    # a sentence batch holds ~700 tokens against 2240 for a 32 x 70 window);
-    # each must be a multiple of the log interval: the learning curve times a
-    # validation by the log line of its step.
+    # Minutes of training per rare-word run and per QRNN/LSTM run.  Validation
+    # intervals (steps) give every QRNN/LSTM run about ten validations in its
+    # budget (the LSTM takes about half as many steps, and a sentence batch
+    # holds ~700 tokens against 2240 for a 32 x 70 window); each validation
+    # row of metrics.jsonl carries its training time, the learning curve's x.
+    # The log interval only sets how often train.py prints and logs a row.
     "real": {"rare_minutes": 1.5, "rnn_minutes": 2.0, "eval_interval": {"qrnn-stream": 60, "lstm-stream": 30,
                                                                          "qrnn-sentences": 180, "lstm-sentences": 90},
              "log_interval": 10, "methods": [m[0] for m in RARE_METHODS], "mem_sizes": MEM_SIZES,
              "workers": 2,
              # 4 cuts x 8 schemes x 3 seeds x 1,200 steps (about half a pass over the
-             # corpus, a 1-2 minute budget): ~1.5 h with --jobs 2 on 2 idle cores.
+             # corpus, a 1-2 minute budget); its time: docs/RESULTS.md, "Regenerate".
              # Cuts run in "order": the 10% and 20% cuts first.
              "sweep": {"shares": [0.02, 0.05, 0.10, 0.20], "order": [0.10, 0.20, 0.05, 0.02], "steps": 1200,
                        "seeds": [1, 2, 3], "buckets": 64, "samples": 20, "sample_tokens": 60, "valid_every": 16,

@@ -57,17 +57,19 @@ def test_sweep_findings_use_paired_seeds():
     assert R.beats([-0.05, -0.051, -0.049]) and not R.beats([-0.05]) and not R.beats([0.1, 0.2])
 
 
-def test_render_committed_results_and_keep_budget_block(tmp_path):
+def test_render_committed_results_with_budget_section(tmp_path):
     with open(os.path.join(REPO, "benchmarks", "results", "experiments.json"), encoding="utf-8") as f:
         d = json.load(f)
     d.update(copy.deepcopy(sweep_results(-0.05, [0.001, -0.001, 0.0])))
     out = tmp_path / "RESULTS.md"
-    block = "<!-- bench_budget:begin -->\n## Budgets\n\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- bench_budget:end -->"
-    out.write_text("# Results\n\n## Setup\n\nold text\n\n" + block + "\n\n## Regenerate\n", encoding="utf-8")
-    R.render(d, str(out), str(tmp_path / "img"), str(tmp_path / "x.json"))
+    out.write_text("# Results\n\n## Setup\n\nold text\n", encoding="utf-8")   # nothing of it is kept
+    budget = os.path.join(REPO, "benchmarks", "results", "bench_budget_cpu.json")
+    R.render(d, str(out), str(tmp_path / "img"), str(tmp_path / "x.json"), budget)
     text = out.read_text(encoding="utf-8")
-    assert text.count(block) == 1
-    assert text.index("## Setup") < text.index(block) < text.index("## Targets")
+    assert "old text" not in text and "bench_budget:begin" not in text
+    heading = "## What a budget buys (`benchmarks/bench_budget.py`)"   # README links to its anchor
+    assert text.count(heading) == 1
+    assert text.index("## Setup") < text.index("## Targets") < text.index("## Regenerate") < text.index(heading)
     for heading in ("## 1. Rare words", "## 2. QRNN vs LSTM", "## 4. Vocabulary size",
                     "## 5. Rare-word schemes", "### 10% rare test tokens", "### Generated text"):
         assert heading in text
@@ -77,23 +79,39 @@ def test_render_committed_results_and_keep_budget_block(tmp_path):
     assert f"**{statistics.fmean(unk):.4f} ± {statistics.stdev(unk):.4f}**" in text
     for png in ("rare_words.png", "qrnn_vs_lstm.png", "memory_vs_vocab.png", "rare_sweep.png"):
         assert (tmp_path / "img" / png).stat().st_size > 0
-    # rendering again keeps the block once
-    R.render(d, str(out), str(tmp_path / "img"), str(tmp_path / "x.json"))
-    assert out.read_text(encoding="utf-8").count(block) == 1
+    # the run's wall time, stated once
+    assert text.count(f"A full run took {d['meta']['total_minutes']:.0f} minutes of wall time") == 1
+    # rendering again gives the same file
+    R.render(d, str(out), str(tmp_path / "img"), str(tmp_path / "x.json"), budget)
+    assert out.read_text(encoding="utf-8") == text
 
 
 def test_cli_missing_json(tmp_path, capsys):
     assert R.main(["--json", str(tmp_path / "none.json"), "--out", str(tmp_path / "R.md")]) == 1
     assert "error:" in capsys.readouterr().err
+    committed = os.path.join(REPO, "benchmarks", "results", "experiments.json")
+    assert R.main(["--json", committed, "--budget-json", str(tmp_path / "none.json"),
+                   "--out", str(tmp_path / "R.md")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "bench_budget.py" in err and "Traceback" not in err
+    assert not (tmp_path / "R.md").exists()
 
 
-def test_budget_block_stays_at_the_end_of_its_section():
-    block = R.BUDGET_BEGIN + "\nbudget\n" + R.BUDGET_END
-    old = "# R\n\n## A\n\ntext a\n\n" + block + "\n\n## B\n\ntext b\n"
-    new = "# R\n\n## A\n\nnew a\n\n## B\n\nnew b\n"
-    out = R.keep_budget_block(old, new)
-    assert out.index("new a") < out.index(R.BUDGET_BEGIN) < out.index("## B")
-    assert R.keep_budget_block(out, new) == out          # rendering again changes nothing
-    tail = "# R\n\n## Regenerate\n\ncommands\n\n" + block + "\n"
-    again = R.keep_budget_block(tail, "# R\n\n## Regenerate\n\ncommands\n")
-    assert again.index("commands") < again.index(R.BUDGET_BEGIN)
+def test_budget_section_from_its_json(tmp_path):
+    """The budget section is rendered from bench_budget.py's JSON: mean and
+    half-range over seeds per cell, the criteria, a link to the JSON."""
+    from report.budget import budget_section
+    run = {"rc": 0, "chosen": None}
+    result = {"meta": {"command": "python benchmarks/bench_budget.py", "corpus": "c", "machine": "m", "cpus": 2,
+                       "threads": 2, "torch": "t", "date": "d", "load_min": 0.5, "load_max": 1.5},
+              "runs": [dict(run, contender="defaults", minutes=2, seed=1, test_bpc=3.0, steps=100, tokens=2e6),
+                       dict(run, contender="defaults", minutes=2, seed=2, test_bpc=3.2, steps=120, tokens=3e6),
+                       dict(run, contender="classic", minutes=2, seed=1, test_bpc=3.5, steps=80, tokens=1e6)]}
+    path = tmp_path / "results" / "budget.json"
+    lines = budget_section(result, str(path), str(tmp_path / "docs"), "img")
+    text = "\n".join(lines)
+    assert "| (a) defaults (MeCab) | 3.100 ±0.100, n=2 (110, 2.50M) |" in text
+    assert "| (b) classic recipe (LSTM 2x200, SGD 20) | 3.500 (80, 1.00M) |" in text
+    assert "- 2 min: the defaults are 11.4% below the classic recipe (3.100 vs 3.500 test BPC)." in text
+    assert "![test BPC against budget](img/bpc_vs_budget.png)" in text
+    assert "[../results/budget.json](../results/budget.json)" in text

@@ -1,0 +1,79 @@
+"""The "What a budget buys" section, from the JSON bench_budget.py writes
+(benchmarks/results/bench_budget_cpu.json)."""
+from __future__ import annotations
+
+import os
+
+from bench_budget import LABEL, QUICKSTART_5MIN, summary
+
+
+def _mean(rs: list, key: str) -> float:
+    return sum(r.get(key) or 0 for r in rs) / len(rs)
+
+
+def budget_section(result: dict, json_path: str, md_dir: str, rel: str) -> list:
+    """Test BPC per contender and budget; ``json_path`` is the file the
+    numbers were read from (linked relative to ``md_dir``), ``rel`` the plot
+    folder relative to ``md_dir``."""
+    rows, meta = result["runs"], result["meta"]
+    commands = meta.get("commands", [meta["command"]])
+    link = os.path.relpath(os.path.abspath(json_path), os.path.abspath(md_dir))
+    return (["## What a budget buys (`benchmarks/bench_budget.py`)", "",
+             "- Command" + ("s (the later ones add runs with --keep)" if len(commands) > 1 else "")
+             + ": " + "; ".join(f"`{c}`" for c in commands),
+             f"- Corpus: {meta['corpus']}; machine: {meta['machine']}, {meta['cpus']} CPUs "
+             f"(shared with other work: load average {meta['load_min']:.1f}–{meta['load_max']:.1f} during the runs), "
+             f"{meta['threads']} torch thread(s) per run, torch {meta['torch']}, {meta['date']}.",
+             f"- Seeds: {', '.join(sorted({str(r['seed']) for r in rows}))}; a cell with more than one run shows "
+             "the mean and the number of seeds (n); one seed alone cannot separate differences of ~1-2% from noise. "
+             "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
+             "not start-up or the final evaluation.",
+             "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
+             "(steps, million tokens trained).", ""]
+            + budget_table(rows) + [""] + budget_findings(rows)
+            + ["", f"![test BPC against budget]({rel}/bpc_vs_budget.png)", "",
+               f"Per-run rows (commands, steps, tokens, load): [{link}]({link}).", ""])
+
+
+def budget_table(rows: list) -> list:
+    table = summary(rows)
+    minutes = sorted({m for (_, m) in table})
+    lines = ["| contender | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---|" + "---|" * len(minutes)]
+    for name in LABEL:
+        cells = []
+        for m in minutes:
+            rs = table.get((name, m))
+            if not rs:
+                cells.append("–")
+                continue
+            spread = f" ±{(max(r['test_bpc'] for r in rs) - min(r['test_bpc'] for r in rs)) / 2:.3f}, n={len(rs)}" \
+                if len(rs) > 1 else ""
+            cells.append(f"{_mean(rs, 'test_bpc'):.3f}{spread} ({_mean(rs, 'steps'):.0f}, "
+                         f"{_mean(rs, 'tokens') / 1e6:.2f}M)")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def budget_findings(rows: list) -> list:
+    """The defaults against the classic recipe and the earlier quickstart."""
+    table = summary(rows)
+    out = []
+    for m in (2, 5):
+        a, b = table.get(("defaults", m)), table.get(("classic", m))
+        if a and b:
+            ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
+            out.append(f"- {m:g} min: the defaults are {100 * (bb - ba) / bb:.1f}% below the classic recipe "
+                       f"({ba:.3f} vs {bb:.3f} test BPC).")
+    a5 = table.get(("defaults", 5))
+    if a5:
+        ba = _mean(a5, "test_bpc")
+        d = 100 * (QUICKSTART_5MIN - ba) / QUICKSTART_5MIN
+        out.append(f"- 5 min: the defaults reach {ba:.3f}, {abs(d):.1f}% {'below' if d >= 0 else 'above'} the "
+                   f"earlier quickstart recipe's 5-minute result ({QUICKSTART_5MIN}); "
+                   f"{_mean(a5, 'tokens') / 1e6:.2f}M tokens trained here on average.")
+    chosen = next((r.get("chosen") for r in rows if r["contender"] == "defaults" and r.get("chosen")), None)
+    if chosen:
+        out.append("- Settings the defaults rule chose (2-core CPU, this corpus, 2-minute run; warmup scales with "
+                   "the budget): " + " ".join(f"{k}={v}" for k, v in sorted(chosen.items())) + ".")
+    return out
