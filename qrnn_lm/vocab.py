@@ -124,9 +124,8 @@ class Vocabulary:
     # -- loading, checking, saving ------------------------------------------
     # Every vocabulary a program uses comes through here: ``load`` (vocab.json)
     # and ``from_dict`` (checkpoints) both construct through ``__init__``,
-    # which calls ``_check_dict`` before reading any field.
-
-    # (d, where="the vocabulary", advice=...): QrnnLmError unless d is a consistent vocabulary
+    # which calls ``_check_dict`` (``vocab_format.check_vocab_dict``: format,
+    # version and consistency, or one QrnnLmError sentence) before reading any field.
     _check_dict = staticmethod(check_vocab_dict)
 
     def to_dict(self) -> dict:
