@@ -296,15 +296,10 @@ class LanguageModel:
     def encode_text(self, text: str) -> tuple:
         """Text (one paragraph a line) -> (ids, rare_logp, characters) with
         ``</s>`` after every line, as ``prepare`` writes a split."""
-        ids, lps, chars = [], [], 0
-        for line in self.vocab.normalizer.lines(text.split("\n")):
-            i, lp = self.vocab.encode_normalized(line)
-            ids += [np.asarray(i, dtype=np.int64), np.array([self.vocab.eos_id], dtype=np.int64)]
-            lps += [np.asarray(lp, dtype=np.float64), np.zeros(1)]
-            chars += len(line) + 1
-        if not ids:
+        ids, lps, chars = self.vocab.encode_lines(text, final_eos=True)
+        if not chars:
             raise QrnnLmError("the text to score is empty; give at least one non-empty line.")
-        return np.concatenate(ids), np.concatenate(lps), chars
+        return ids.astype(np.int64), lps.astype(np.float64), chars
 
     def score(self, text: str, batch_size: int = 32) -> dict:
         """Perplexity over the model's tokens and exact bits per character of ``text``.

@@ -298,11 +298,25 @@ def exchange_clusters(stream, rare_rows: np.ndarray, n_words: int, k: int, *, ma
         raise QrnnLmError(f"--buckets {k} must be between 1 and the number of rare words ({n_rare}).")
     if k == 1 or n_rare == 0:
         return np.zeros(n_rare, dtype=np.int64)
+    ex = _Exchange(stream, rare_rows, n_words, k, chunk)
+    for it in range(max_iter):
+        moved = 0
+        for i in ex.order.tolist():
+            moved += ex.move(i)
+        if log:
+            log(f"exchange pass {it + 1}: {moved}/{n_rare} rare words moved")
+        if moved <= tol * n_rare:
+            break
+    return ex.label
+
+
+def _rare_bigram_counts(stream, slot: np.ndarray, n_words: int, chunk: int) -> tuple:
+    """(count of each word, and the bigrams (left, right, count) with a rare
+    word -- ``slot`` >= 0 -- on either side and not a word next to itself),
+    reading ``stream`` in chunks."""
     n = len(stream)
-    slot = np.full(n_words, -1, dtype=np.int64)  # rare word -> its position in rare_rows
-    slot[rare_rows] = np.arange(n_rare)
     freq = np.zeros(n_words, dtype=np.int64)
-    pairs = []  # (left word, right word) bigrams with a rare word on either side, counted
+    pairs = []
     for s in range(0, n, chunk):  # a chunk owns positions s..s+chunk-1 and the bigrams they start
         a = np.asarray(stream[s:min(n, s + chunk + 1)], dtype=np.int64)
         freq += np.bincount(a[:chunk], minlength=n_words)
@@ -316,74 +330,96 @@ def exchange_clusters(stream, rare_rows: np.ndarray, n_words: int, k: int, *, ma
         c = np.bincount(inv, weights=c).astype(np.float64)
     else:
         u, c = np.zeros(0, np.int64), np.zeros(0)
-    left, right = u // n_words, u % n_words
-    # Classes: fixed words keep ids 0..n_words-1 (rare words' own ids unused),
-    # rare class j is n_words + j.
-    order = np.argsort(-freq[rare_rows], kind="stable")
-    label = np.empty(n_rare, dtype=np.int64)
-    label[order] = np.arange(n_rare) % k
-    cls = np.arange(n_words, dtype=np.int64)
-    cls[rare_rows] = n_words + label
-    m = n_words + k
-    # per rare word: its right neighbours (bigrams w -> x) and left ones (x -> w)
-    rs, ls = slot[left], slot[right]
-    by_r = np.argsort(rs, kind="stable")
-    by_r = by_r[rs[by_r] >= 0]
-    by_l = np.argsort(ls, kind="stable")
-    by_l = by_l[ls[by_l] >= 0]
-    r_start = np.searchsorted(rs[by_r], np.arange(n_rare + 1))
-    l_start = np.searchsorted(ls[by_l], np.arange(n_rare + 1))
-    # R[j, x]: bigrams (class j, x); L[j, x]: bigrams (x, class j) with x a fixed word.
-    R = np.zeros((k, m))
-    L = np.zeros((k, n_words))
-    cr, cl = cls[left], cls[right]
-    is_r = cr >= n_words
-    np.add.at(R, (cr[is_r] - n_words, cl[is_r]), c[is_r])
-    is_l = (cl >= n_words) & (cr < n_words)
-    np.add.at(L, (cl[is_l] - n_words, cr[is_l]), c[is_l])
-    wcount = freq[rare_rows].astype(np.float64)
-    size = np.bincount(label, weights=wcount, minlength=k)
-    for it in range(max_iter):
-        moved = 0
-        for i in order.tolist():
-            a = label[i]
-            ri = by_r[r_start[i]:r_start[i + 1]]
-            li = by_l[l_start[i]:l_start[i + 1]]
-            xr, vr = cls[right[ri]], c[ri]          # w -> x
-            xl, vl = cls[left[li]], c[li]           # x -> w
-            fixed = xl < n_words
-            xlf, vlf = xl[fixed], vl[fixed]
-            xlr, vlr = xl[~fixed] - n_words, vl[~fixed]
-            n_w = wcount[i]
-            # take w out of class a
-            np.add.at(R[a], xr, -vr)
-            np.add.at(L[a], xlf, -vlf)
-            np.add.at(R[:, n_words + a], xlr, -vlr)
-            size[a] -= n_w
-            # the gain of putting it in each class b
-            Rb = R[:, xr]
-            gain = (_xlogx(Rb + vr) - _xlogx(Rb)).sum(1)
-            Lb = L[:, xlf]
-            gain += (_xlogx(Lb + vlf) - _xlogx(Lb)).sum(1)
-            Cb = R[xlr[:, None], n_words + np.arange(k)]   # (x rare class, b)
-            gain += (_xlogx(Cb + vlr[:, None]) - _xlogx(Cb)).sum(0)
-            gain -= 2 * (_xlogx(size + n_w) - _xlogx(size))
-            b = int(np.argmax(gain))
-            if gain[b] <= gain[a] + 1e-9:
-                b = a
-            np.add.at(R[b], xr, vr)
-            np.add.at(L[b], xlf, vlf)
-            np.add.at(R[:, n_words + b], xlr, vlr)
-            size[b] += n_w
-            if b != a:
-                label[i] = b
-                cls[rare_rows[i]] = n_words + b
-                moved += 1
-        if log:
-            log(f"exchange pass {it + 1}: {moved}/{n_rare} rare words moved")
-        if moved <= tol * n_rare:
-            break
-    return label
+    return freq, u // n_words, u % n_words, c
+
+
+class _Exchange:
+    """The state of :func:`exchange_clusters`: the labels, each word's class,
+    the class-bigram counts and class sizes, updated as words move."""
+
+    def __init__(self, stream, rare_rows: np.ndarray, n_words: int, k: int, chunk: int):
+        n_rare = len(rare_rows)
+        self.n_words, self.k, self.rare_rows = n_words, k, rare_rows
+        slot = np.full(n_words, -1, dtype=np.int64)  # rare word -> its position in rare_rows
+        slot[rare_rows] = np.arange(n_rare)
+        freq, self.left, self.right, self.c = _rare_bigram_counts(stream, slot, n_words, chunk)
+        # Classes: fixed words keep ids 0..n_words-1 (rare words' own ids unused),
+        # rare class j is n_words + j.  Start by frequency rank, round robin.
+        self.order = np.argsort(-freq[rare_rows], kind="stable")
+        self.label = np.empty(n_rare, dtype=np.int64)
+        self.label[self.order] = np.arange(n_rare) % k
+        self.cls = np.arange(n_words, dtype=np.int64)
+        self.cls[rare_rows] = n_words + self.label
+        self._index_neighbours(slot, n_rare)
+        self._count_class_bigrams()
+        self.wcount = freq[rare_rows].astype(np.float64)
+        self.size = np.bincount(self.label, weights=self.wcount, minlength=k)
+
+    def _index_neighbours(self, slot: np.ndarray, n_rare: int) -> None:
+        """Per rare word: its bigrams to the right (w -> x) and left (x -> w)."""
+        rs, ls = slot[self.left], slot[self.right]
+        by_r = np.argsort(rs, kind="stable")
+        self.by_r = by_r[rs[by_r] >= 0]
+        by_l = np.argsort(ls, kind="stable")
+        self.by_l = by_l[ls[by_l] >= 0]
+        self.r_start = np.searchsorted(rs[self.by_r], np.arange(n_rare + 1))
+        self.l_start = np.searchsorted(ls[self.by_l], np.arange(n_rare + 1))
+
+    def _count_class_bigrams(self) -> None:
+        """R[j, x]: bigrams (class j, x); L[j, x]: bigrams (x, class j) with x a fixed word."""
+        n_words, c = self.n_words, self.c
+        self.R = np.zeros((self.k, n_words + self.k))
+        self.L = np.zeros((self.k, n_words))
+        cr, cl = self.cls[self.left], self.cls[self.right]
+        is_r = cr >= n_words
+        np.add.at(self.R, (cr[is_r] - n_words, cl[is_r]), c[is_r])
+        is_l = (cl >= n_words) & (cr < n_words)
+        np.add.at(self.L, (cl[is_l] - n_words, cr[is_l]), c[is_l])
+
+    def move(self, i: int) -> bool:
+        """Move rare word ``i`` to the class that raises the objective most
+        (staying unless another is better); whether it moved."""
+        n_words, a = self.n_words, self.label[i]
+        ri = self.by_r[self.r_start[i]:self.r_start[i + 1]]
+        li = self.by_l[self.l_start[i]:self.l_start[i + 1]]
+        xr, vr = self.cls[self.right[ri]], self.c[ri]          # w -> x
+        xl, vl = self.cls[self.left[li]], self.c[li]           # x -> w
+        fixed = xl < n_words
+        nb = (xr, vr, xl[fixed], vl[fixed], xl[~fixed] - n_words, vl[~fixed])
+        n_w = self.wcount[i]
+        self._add(a, nb, -1.0, n_w)  # take w out of class a
+        gain = self._gain(nb, n_w)
+        b = int(np.argmax(gain))
+        if gain[b] <= gain[a] + 1e-9:
+            b = a
+        self._add(b, nb, 1.0, n_w)
+        if b == a:
+            return False
+        self.label[i] = b
+        self.cls[self.rare_rows[i]] = n_words + b
+        return True
+
+    def _add(self, j: int, nb: tuple, sign: float, n_w: float) -> None:
+        """Add (sign 1) or remove (sign -1) a word with neighbours ``nb`` to class j."""
+        xr, vr, xlf, vlf, xlr, vlr = nb
+        if sign < 0:
+            vr, vlf, vlr, n_w = -vr, -vlf, -vlr, -n_w
+        np.add.at(self.R[j], xr, vr)
+        np.add.at(self.L[j], xlf, vlf)
+        np.add.at(self.R[:, self.n_words + j], xlr, vlr)
+        self.size[j] += n_w
+
+    def _gain(self, nb: tuple, n_w: float) -> np.ndarray:
+        """The objective's gain of putting a word with neighbours ``nb`` in each class."""
+        xr, vr, xlf, vlf, xlr, vlr = nb
+        Rb = self.R[:, xr]
+        gain = (_xlogx(Rb + vr) - _xlogx(Rb)).sum(1)
+        Lb = self.L[:, xlf]
+        gain += (_xlogx(Lb + vlf) - _xlogx(Lb)).sum(1)
+        Cb = self.R[xlr[:, None], self.n_words + np.arange(self.k)]   # (x rare class, b)
+        gain += (_xlogx(Cb + vlr[:, None]) - _xlogx(Cb)).sum(0)
+        gain -= 2 * (_xlogx(self.size + n_w) - _xlogx(self.size))
+        return gain
 
 
 def class_bigram_loglik(stream, rare_rows: np.ndarray, labels: np.ndarray, n_words: int) -> float:

@@ -444,3 +444,39 @@ def test_prepare_exchange_buckets(corpus, tmp_path):
     with pytest.raises(QrnnLmError, match="needs --buckets"):
         prepare(train, valid, None, str(tmp_path / "y"), tokenizer="mecab", vocab_size=k,
                 rare="exchange")
+
+
+def test_one_encode_path_gives_encode_encode_normalized_and_split_layout(corpus, tmp_path):
+    """encode_lines is the path encode, encode_normalized and
+    LanguageModel.encode_text share: </s> between (and with final_eos after)
+    the normalised lines, characters = their lengths + one newline each."""
+    d, train, valid, k = corpus
+    v = prepare(train, valid, None, str(tmp_path / "e"), tokenizer="mecab", vocab_size=k,
+                rare="pos+script")
+    text = "来週ｘｙｚ港へ旅行に行く。\n\n   \n私は毎日りんごを食べる。ｇｕａｖａ"
+    lines = list(v.normalizer.lines(text.split("\n")))
+    assert len(lines) == 2 and lines[0] == "来週xyz港へ旅行に行く。"   # NFKC, empty lines dropped
+    per_line = [v.encode_normalized(line) for line in lines]
+    eos = (np.array([v.eos_id], np.int32), np.zeros(1, np.float32))
+    ids, lps, chars = v.encode_lines(text, final_eos=True)
+    np.testing.assert_array_equal(ids, np.concatenate([per_line[0][0], eos[0], per_line[1][0], eos[0]]))
+    np.testing.assert_array_equal(lps, np.concatenate([per_line[0][1], eos[1], per_line[1][1], eos[1]]))
+    assert ids.dtype == np.int32 and lps.dtype == np.float32
+    assert chars == sum(len(line) + 1 for line in lines)
+    enc_ids, enc_lps = v.encode(text)
+    np.testing.assert_array_equal(enc_ids, ids[:-1])
+    np.testing.assert_array_equal(enc_lps, lps[:-1])
+    assert (lps[v.bucket_mask[ids]] < 0).all() and (lps[~v.bucket_mask[ids]] == 0).all()
+    assert v.encode_lines("\n \n", final_eos=True)[2] == 0 and len(v.encode("")[0]) == 0
+
+
+def test_moved_names_still_import_from_vocab():
+    import qrnn_lm.vocab as vocab
+    from qrnn_lm import vocab_build, vocab_format
+    for name in ("EOS", "RARE_MODES", "FORMAT", "VERSION", "pos_prefix", "vocab_dict_problem"):
+        assert getattr(vocab, name) is getattr(vocab_format, name)
+    assert vocab.pos_prefix("名詞-固有名詞-地名-一般", 2) == "名詞-固有名詞"
+    d = vocab_build.build_vocab_dict({("a", "名詞"): 3, ("b", "名詞"): 1}, 2, vocab_size=1,
+                                     tokenizer_config={"type": "char"})
+    assert vocab.vocab_dict_problem(d) is None and Vocabulary(d).to_dict() is d
+    assert [t[0] for t in d["tokens"]] == ["a", "</s>", "<unk-名詞>"]
