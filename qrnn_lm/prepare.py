@@ -14,6 +14,8 @@ writes (see docs/DESIGN.md section 3)::
 
 ``--corpus debian-ja`` or ``--wiki-dump FILE [--sample N]`` replace
 ``--train/--valid/--test``: the text is first extracted to ``OUT/corpus/``.
+Each of the three is a corpus source (:mod:`qrnn_lm.corpus.sources`);
+:func:`prepare` takes any source.
 
 Everything is written into a staging directory beside ``OUT`` that replaces
 it only when complete; ``OUT`` must be new or empty unless ``--force``.
@@ -31,16 +33,19 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .corpus import TextNormalizer, check_input_file, read_text
+from .corpus import (NAMED_CORPORA, TextFiles, TextNormalizer, check_input_file, read_text,
+                     source_from_flags)
 from .errors import QrnnLmError, run_command
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
 from .vocab import RARE_MODES, Vocabulary
-from .wordvec import (VECTOR_KINDS, exchange_clusters, fasttext_vectors, ppmi_svd_vectors,
-                      vec_file_vectors)
+from .word_clusters import exchange_source, vector_source
+from .wordvec import VECTOR_KINDS
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -105,6 +110,83 @@ class _RawWriter:
         os.remove(self.path + ".tmp")
 
 
+@dataclass
+class PrepareSettings:
+    """How a corpus is prepared: the ``prepare`` flags of the same names."""
+    tokenizer: str = "mecab"         # mecab, char or sentencepiece
+    vocab_size: int = 50000          # kept words (sentencepiece: pieces); others go to buckets
+    rare: str = "pos+script"         # how rare words are put in buckets (vocab.RARE_MODES)
+    buckets: int | None = None       # k-means clusters or exchange classes
+    vectors: str | None = None       # word vectors for k-means (None: ppmi)
+    pos_depth: int = 2               # UniDic POS levels per bucket
+    workers: int = 1                 # tokenizer processes (at most the usable CPUs)
+    seed: int = 0
+    nfkc: bool = True                # Unicode NFKC normalisation of every line
+    max_line_chars: int = 4000       # longer lines are split
+    window: int = 2                  # context window for corpus vectors
+    context_words: int = 5000        # context vocabulary for corpus vectors
+    vector_dim: int = 64             # dimension of ppmi and fasttext vectors
+    progress: bool = False           # progress bars on stderr
+    log: Callable | None = None      # log(message) for the progress lines
+
+
+def prepare(source, *where, force: bool = False, **settings) -> Vocabulary:
+    """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
+
+        prepare(source, out, **settings)              # any corpus source (qrnn_lm.corpus)
+        prepare(train, valid, test, out, **settings)  # text files; valid, test may be None
+
+    ``settings`` are the fields of :class:`PrepareSettings`.  ``out`` must be
+    new or empty unless ``force``, which replaces it whole.  The dataset is
+    written to a temporary directory beside ``out`` and moved into place when
+    complete: a failed or interrupted run leaves ``out`` as it was.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        if len(where) != 3:
+            raise TypeError("prepare(train, valid, test, out, **settings) takes four paths")
+        valid, test, out = where
+        source = TextFiles(source, valid, test)
+    elif len(where) != 1:
+        raise TypeError("prepare(source, out, **settings) takes a source and an output directory")
+    else:
+        out, = where
+    s = PrepareSettings(**settings)
+    _check_settings(source, s)
+    with staged_output(out, force=force, inputs={**source.inputs, "--vectors": s.vectors},
+                       log=s.log) as tmp:
+        paths = source.extract(os.path.join(tmp, "corpus"), log=s.log)
+        vocab = _prepare_into(paths, tmp, out, s)
+    vocab.directory = os.path.abspath(out)
+    return vocab
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_settings(source, s: PrepareSettings) -> None:
+    """QrnnLmError for a bad setting or an unreadable input, before any work."""
+    if s.rare not in RARE_MODES:
+        raise QrnnLmError(f"unknown --rare {s.rare!r}; choose one of {', '.join(RARE_MODES)}.")
+    if s.rare in ("kmeans", "pos+kmeans", "exchange") and not s.buckets:
+        raise QrnnLmError(f"--rare {s.rare} needs --buckets K.")
+    vectors = s.vectors or "ppmi"
+    if s.workers < 1:
+        raise QrnnLmError("--workers must be at least 1.")
+    source.check()
+    if vectors not in VECTOR_KINDS:
+        if not os.path.exists(vectors):
+            raise QrnnLmError(f"--vectors {vectors} is neither {' nor '.join(VECTOR_KINDS)} nor an "
+                              "existing .vec file, checkpoint or run directory.")
+        if not os.path.isdir(vectors):  # a run directory is resolved to its checkpoint later
+            check_input_file(vectors, "--vectors file")
+    TextNormalizer(max_line_chars=s.max_line_chars)  # checks --max-line-chars
+
+
 def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
                     normalizer: TextNormalizer, seed: int, workers: int):
     if name == "mecab":
@@ -118,164 +200,121 @@ def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
     raise QrnnLmError(f"unknown --tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}.")
 
 
-def prepare(train: str, valid: str | None, test: str | None, out: str, *,
-            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos+script",
-            buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
-            workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
-            window: int = 2, context_words: int = 5000, vector_dim: int = 64,
-            progress: bool = False, log=None, force: bool = False) -> Vocabulary:
-    """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
-
-    ``out`` must be new or empty unless ``force``, which replaces it whole.  The
-    dataset is written to a temporary directory beside ``out`` and moved into
-    place when complete: a failed or interrupted run leaves ``out`` as it was.
-    """
-    kwargs = dict(tokenizer=tokenizer, vocab_size=vocab_size, rare=rare, buckets=buckets,
-                  vectors=vectors, pos_depth=pos_depth, workers=workers, seed=seed, nfkc=nfkc,
-                  max_line_chars=max_line_chars, window=window, context_words=context_words,
-                  vector_dim=vector_dim, progress=progress, log=log)
-    _check_settings(train, valid, test, **kwargs)
-    with staged_output(out, force=force, inputs={"--train": train, "--valid": valid,
-                                                 "--test": test, "--vectors": vectors},
-                       log=log) as tmp:
-        vocab = _prepare_into(train, valid, test, tmp, final=out, **kwargs)
-    vocab.directory = os.path.abspath(out)
-    return vocab
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def _check_settings(train, valid, test, *, rare, buckets, workers, vectors, **_):
-    if rare not in RARE_MODES:
-        raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
-    if rare in ("kmeans", "pos+kmeans", "exchange") and not buckets:
-        raise QrnnLmError(f"--rare {rare} needs --buckets K.")
-    vectors = vectors or "ppmi"
-    if workers < 1:
-        raise QrnnLmError("--workers must be at least 1.")
-    for name, path in (("train", train), ("valid", valid), ("test", test)):
-        if path is not None:
-            check_input_file(path, f"--{name} file")
-    if vectors not in VECTOR_KINDS:
-        if not os.path.exists(vectors):
-            raise QrnnLmError(f"--vectors {vectors} is neither {' nor '.join(VECTOR_KINDS)} nor an "
-                              "existing .vec file, checkpoint or run directory.")
-        if not os.path.isdir(vectors):  # a run directory is resolved to its checkpoint later
-            check_input_file(vectors, "--vectors file")
-
-
-def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
-                  final: str | None = None, tokenizer: str = "mecab", vocab_size: int = 50000,
-                  rare: str = "pos+script", buckets: int | None = None, vectors: str | None = None,
-                  pos_depth: int = 2, workers: int = 1, seed: int = 0, nfkc: bool = True,
-                  max_line_chars: int = 4000, window: int = 2, context_words: int = 5000,
-                  vector_dim: int = 64, progress: bool = False, log=None) -> Vocabulary:
-    """Write the dataset into ``out`` (a fresh directory that will become
-    ``final``)."""
-    log = log or (lambda msg: None)
-    _check_settings(train, valid, test, rare=rare, buckets=buckets, workers=workers,
-                    vectors=vectors)
+def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Vocabulary:
+    """Write the dataset of ``paths`` ({split: text file}, train always) into
+    ``out``, a fresh directory that will become ``final``."""
+    log = s.log or (lambda msg: None)
+    workers = s.workers
     if workers > usable_cpus():
         log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
         workers = usable_cpus()
-    vectors = vectors or "ppmi"
-    final = final or out
-
-    def source_name(path):  # corpus files extracted into ``out`` end up in ``final``
-        path = os.path.abspath(path)
-        tmp = os.path.abspath(out) + os.sep
-        return os.path.join(os.path.abspath(final), path[len(tmp):]) if path.startswith(tmp) else path
-
-    normalizer = TextNormalizer(nfkc=nfkc, max_line_chars=max_line_chars)
+    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
     t0 = time.time()
-    tok = _make_tokenizer(tokenizer, train, out, vocab_size, normalizer, seed, workers)
-    if tokenizer == "sentencepiece":
+    tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
+                          workers)
+    train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
+    log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
+        f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
+    vocab = _build_vocabulary(train, tok, normalizer, out, s, log)
+    _write_train(train, vocab, out, _source_name(paths["train"], out, final))
+    for split in ("valid", "test"):
+        if paths.get(split) is not None:
+            _encode_split(vocab, tok, split, paths[split], out, normalizer, workers, s.progress,
+                          _source_name(paths[split], out, final))
+    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
+    return vocab
+
+
+def _source_name(path: str, out: str, final: str) -> str:
+    """``path`` as the dataset's meta.json names it: corpus files extracted
+    into the staging directory ``out`` end up in ``final``."""
+    path = os.path.abspath(path)
+    tmp = os.path.abspath(out) + os.sep
+    return os.path.join(os.path.abspath(final), path[len(tmp):]) if path.startswith(tmp) else path
+
+
+class _TrainTypes:
+    """One pass over the training text: its tokens as a stream of type ids
+    (``types[i]`` is a (surface, POS) pair; 0 is ``</s>``), their counts, and
+    the raw ``train.ids.npy`` writer, finished once the vocabulary exists."""
+
+    def __init__(self, tok, path: str, normalizer, out: str, workers: int, progress: bool):
+        index: dict = {}
+        self.types, self.stats, self.lines, self.chars = [None], {}, 0, 0
+        self.writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
+        for chunk in tokenize_stream(tok, read_text(path, normalizer, self.stats), workers,
+                                     progress=progress, desc="train", directory=out):
+            remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
+            remap[0] = 0
+            for j, t in enumerate(chunk.types, start=1):
+                g = index.get(t)
+                if g is None:
+                    g = index[t] = len(self.types)
+                    self.types.append(t)
+                remap[j] = g
+            self.writer.write(remap[chunk.ids])
+            self.lines += chunk.lines
+            self.chars += chunk.characters
+        self.stream = self.writer.close_raw()
+        self.counts = np.zeros(len(self.types), dtype=np.int64)
+        for s in range(0, len(self.stream), _COPY_CHUNK):
+            self.counts += np.bincount(self.stream[s:s + _COPY_CHUNK], minlength=len(self.types))
+
+
+def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareSettings,
+                      log) -> Vocabulary:
+    """The Vocabulary of the training types, saved as ``out/vocab.json``."""
+    vocab_size, rare, buckets, vectors = s.vocab_size, s.rare, s.buckets, s.vectors or "ppmi"
+    types = train.types
+    type_counts = {types[g]: int(train.counts[g]) for g in range(1, len(types))}
+    if s.tokenizer == "sentencepiece":
         # every piece is kept, so there are no rare words to put in buckets
         vocab_size = 1 << 30
         if rare != "unk":
             log(f"sentencepiece keeps every piece: --rare {rare} ignored")
         rare, buckets = "unk", None
-    # ---- pass over train: type ids of (surface, pos) pairs; 0 is `</s>`
-    type_index: dict = {}
-    types: list = [None]
-    stats: dict = {}
-    writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
-    lines = chars = 0
-    for chunk in tokenize_stream(tok, read_text(train, normalizer, stats), workers,
-                                 progress=progress, desc="train", directory=out):
-        remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
-        remap[0] = 0
-        for j, t in enumerate(chunk.types, start=1):
-            g = type_index.get(t)
-            if g is None:
-                g = type_index[t] = len(types)
-                types.append(t)
-            remap[j] = g
-        writer.write(remap[chunk.ids])
-        lines += chunk.lines
-        chars += chunk.characters
-    type_stream = writer.close_raw()
-    counts = np.zeros(len(types), dtype=np.int64)
-    for s in range(0, len(type_stream), _COPY_CHUNK):
-        counts += np.bincount(type_stream[s:s + _COPY_CHUNK], minlength=len(types))
-    log(f"train: {lines} lines, {len(type_stream)} tokens, {len(types) - 1} (word, POS) "
-        f"types, tokenized in {time.time() - t0:.1f}s")
-    # ---- vocabulary
-    type_counts = {types[g]: int(counts[g]) for g in range(1, len(types))}
-    if tokenizer == "sentencepiece":
         # Every piece is an output, also those the training text never used
         # (byte-fallback pieces): the model can then spell anything itself.
         for piece in tok.pieces():
             type_counts.setdefault((piece, "piece"), 0)
     vec_fn = cluster_fn = None
     if rare in ("kmeans", "pos+kmeans"):
-        vec_fn = _vector_source(vectors, type_stream, types, window=window,
-                                context_words=context_words, dim=vector_dim, seed=seed,
-                                log=log)
+        vec_fn = vector_source(vectors, train.stream, types, window=s.window,
+                               context_words=s.context_words, dim=s.vector_dim, seed=s.seed,
+                               log=log)
     elif rare == "exchange":
-        cluster_fn = _exchange_source(type_stream, types, log)
+        cluster_fn = exchange_source(train.stream, types, log)
     vocab = Vocabulary.build(
-        type_counts, lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
-        pos_depth=pos_depth, seed=seed, vectors=vec_fn, clusters=cluster_fn,
+        type_counts, train.lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
+        pos_depth=s.pos_depth, seed=s.seed, vectors=vec_fn, clusters=cluster_fn,
         tokenizer_config=tok.to_dict(),
-        normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
+        normalizer_config=normalizer.to_dict(), single_char=(s.tokenizer == "char"),
         extra={"vectors": vectors if vec_fn else None})
     vocab.directory = os.path.abspath(out)
     vocab.tokenizer = tok
     with _writing(os.path.join(out, "vocab.json")):
         vocab.save(out)
-    n_rare = len(vocab.rare_words)
     log(f"vocabulary: {len(vocab)} outputs ({len(vocab.word_to_id)} words, "
-        f"{len(vocab.buckets)} buckets, </s>), {n_rare} rare words")
+        f"{len(vocab.buckets)} buckets, </s>), {len(vocab.rare_words)} rare words")
+    return vocab
 
-    # ---- map train through lookup tables over its types
+
+def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -> None:
+    """train.ids.npy, train.rare_logp.npy and train.meta.json, mapped from
+    the type stream through lookup tables over its types."""
+    types = train.types
     out_id = np.empty(len(types), dtype=np.int32)
     out_lp = np.zeros(len(types), dtype=np.float32)
     out_id[0] = vocab.eos_id
     for g in range(1, len(types)):
         out_id[g], out_lp[g] = vocab.lookup(*types[g])
-    _npy_from(type_stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
-    writer.finish(lambda c: out_id[c])
-    bucket_tokens = int(sum(counts[g] for g in range(1, len(types))
+    _npy_from(train.stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
+    train.writer.finish(lambda c: out_id[c])
+    bucket_tokens = int(sum(train.counts[g] for g in range(1, len(types))
                             if vocab.is_bucket(int(out_id[g]))))
-    _write_meta(out, "train", int(counts.sum()), lines, chars, stats, source_name(train),
-                vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
-    del type_stream
-    # ---- valid / test
-    for split, path in (("valid", valid), ("test", test)):
-        if path is None:
-            continue
-        _encode_split(vocab, tok, split, path, out, normalizer, workers, progress,
-                      source_name(path))
-    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
-    return vocab
-
+    _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
+                source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
+    train.stream = None   # the memory map of the raw file, deleted by finish()
 
 # --------------------------------------------------------------------------
 # the output directory: staged beside --out, swapped in when complete
@@ -443,93 +482,6 @@ def os_error_reason(e: OSError) -> str:
     return f"{e.strerror or e}{name}"
 
 
-def _surface_stream(type_stream, types: list):
-    """(the training stream as surface-word indices, sliceable; {surface:
-    index}); index 0 is ``</s>``."""
-    surfaces = sorted({t[0] for t in types[1:]})
-    word_of = {w: i + 1 for i, w in enumerate(surfaces)}
-    type_to_word = np.zeros(len(types), dtype=np.int32)
-    for g in range(1, len(types)):
-        type_to_word[g] = word_of[types[g][0]]
-    return _Mapped(type_stream, type_to_word), word_of
-
-
-def _exchange_source(type_stream, types: list, log):
-    """``f(words, k) -> labels`` for ``--rare exchange`` over the training
-    stream (:func:`qrnn_lm.wordvec.exchange_clusters`)."""
-    def clusters(words, k):
-        t1 = time.time()
-        stream, word_of = _surface_stream(type_stream, types)
-        rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
-        labels = exchange_clusters(stream, rows, len(word_of) + 1, k, log=log)
-        log(f"exchange clustering: {len(words)} rare words into {k} classes, "
-            f"{time.time() - t1:.1f}s")
-        return labels
-    return clusters
-
-
-def _vector_source(vectors: str, type_stream, types: list, *, window: int,
-                   context_words: int, dim: int, seed: int, log):
-    """``f(words) -> (vectors, has_vector)`` for ``--vectors`` (see
-    :mod:`qrnn_lm.wordvec`), over the training stream of type ids."""
-    def timed(name, fn):
-        def wrapped(words):
-            t1 = time.time()
-            x, has = fn(words)
-            log(f"vectors ({name}): {int(has.sum())}/{len(words)} rare words, dim {x.shape[1]}, "
-                f"{time.time() - t1:.1f}s")
-            return x, has
-        return wrapped
-
-    if vectors == "ppmi":
-        def ppmi(words):
-            stream, word_of = _surface_stream(type_stream, types)
-            rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
-            return ppmi_svd_vectors(stream, rows, len(word_of) + 1,
-                                    window=window, context_words=context_words, dim=dim,
-                                    seed=seed)
-        return timed("ppmi", ppmi)
-    if vectors == "fasttext":
-        def fasttext(words):
-            return fasttext_vectors(_sentences(type_stream, types), words, dim=dim, seed=seed)
-        return timed("fasttext", fasttext)
-    if os.path.isdir(vectors) or vectors.endswith((".pt", ".pth")):
-        def checkpoint(words):
-            from .lm import vectors_from_checkpoint
-            return vectors_from_checkpoint(vectors, words, type_stream, types)
-        return timed("checkpoint", checkpoint)
-    return timed("file", lambda words: vec_file_vectors(vectors, words))
-
-
-def _sentences(type_stream, types: list) -> list:
-    """The training text as lists of surface words, one a line."""
-    surface = [None] + [t[0] for t in types[1:]]
-    out, cur = [], []
-    for s in range(0, len(type_stream), _COPY_CHUNK):
-        for g in np.asarray(type_stream[s:s + _COPY_CHUNK]).tolist():
-            if g == 0:
-                out.append(cur)
-                cur = []
-            else:
-                cur.append(surface[g])
-    if cur:
-        out.append(cur)
-    return out
-
-
-class _Mapped:
-    """``table[stream[i]]`` without materialising it (slices only)."""
-
-    def __init__(self, stream, table):
-        self.stream, self.table = stream, table
-
-    def __len__(self):
-        return len(self.stream)
-
-    def __getitem__(self, sl):
-        return self.table[np.asarray(self.stream[sl])]
-
-
 def _npy_from(raw, path, transform):
     dtype = transform(raw[:0]).dtype
     _write_npy(path, len(raw), dtype,
@@ -591,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--train", help="training text, one paragraph a line (.txt/.gz/.bz2)")
     src.add_argument("--valid", help="validation text")
     src.add_argument("--test", help="test text")
-    src.add_argument("--corpus", choices=["debian-ja"],
+    src.add_argument("--corpus", choices=NAMED_CORPORA,
                      help="a named corpus extracted from installed files")
     src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
     src.add_argument("--sample", type=int, default=1,
@@ -643,48 +595,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    sources = sum(x is not None for x in (args.train, args.corpus, args.wiki_dump))
-    if sources != 1:
-        raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
-    train, valid, test = args.train, args.valid, args.test
-    if args.corpus or args.wiki_dump:
-        if valid or test:
-            raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
-                              "--wiki-dump, which make their own splits.")
-        h = args.heldout
-        if h is not None and not 0 <= h < 0.5:
-            raise QrnnLmError("--heldout must be in [0, 0.5).")
-        if args.wiki_dump:
-            check_input_file(args.wiki_dump, "--wiki-dump file")
-    elif valid is None:
-        raise QrnnLmError("--train needs --valid (and optionally --test).")
+    source = source_from_flags(train=args.train, valid=args.valid, test=args.test,
+                               corpus=args.corpus, wiki_dump=args.wiki_dump, sample=args.sample,
+                               heldout=args.heldout)
     settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
                     buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
                     workers=args.workers, seed=args.seed, nfkc=args.nfkc,
                     max_line_chars=args.max_line_chars, window=args.window,
                     context_words=args.context_words, vector_dim=args.vector_dim,
                     progress=not args.quiet, log=log)
-    _check_settings(train, valid, test, **settings)
-    TextNormalizer(max_line_chars=args.max_line_chars)  # checks the flag before any work
-    inputs = {"--train": train, "--valid": valid, "--test": test,
-              "--vectors": args.vectors, "--wiki-dump": args.wiki_dump}
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = (lambda message, *a, **k:
                                 print(f"warning: {message}", file=sys.stderr))
-        with staged_output(args.out, force=args.force, inputs=inputs, log=log) as tmp:
-            if args.corpus or args.wiki_dump:
-                from . import corpus as C
-                cdir = os.path.join(tmp, "corpus")
-                h = args.heldout
-                if args.corpus:
-                    h = 0.05 if h is None else h
-                    paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h,
-                                                log=log)
-                else:
-                    h = 0.01 if h is None else h
-                    paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
-                                                valid_fraction=h, test_fraction=h, log=log)
-                train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
-            _prepare_into(train, valid, test, tmp, final=args.out, **settings)
+        prepare(source, args.out, force=args.force, **settings)
     return 0
