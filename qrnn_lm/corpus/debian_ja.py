@@ -232,7 +232,6 @@ def extract_debian_ja(out_dir: str, *, root: str = "/", valid_fraction: float = 
     return paths
 
 
-
 class DebianJa:
     """The ``debian-ja`` corpus as a source (``prepare --corpus debian-ja``):
     a ``heldout`` fraction of the documents (default 0.05) for valid and for

@@ -102,7 +102,6 @@ def check_input_file(path: str, what: str = "corpus file") -> None:
         raise QrnnLmError(f"{what} {path} does not exist.")
 
 
-
 def open_binary(path: str):
     """Open ``path`` for reading bytes, decompressing gzip and bzip2 (by
     extension or by their magic bytes)."""
@@ -278,8 +277,6 @@ def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:
     if h < test_fraction + valid_fraction:
         return "valid"
     return "train"
-
-
 
 
 def heldout_fraction(heldout: float | None, default: float) -> float:

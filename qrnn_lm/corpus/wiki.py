@@ -368,8 +368,6 @@ def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
     return paths
 
 
-
-
 class WikiDump:
     """A Wikipedia dump as a corpus source (``prepare --wiki-dump FILE``): every
     ``sample``-th article, a ``heldout`` fraction of them (default 0.01) for
