@@ -212,6 +212,8 @@ def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Voca
     t0 = time.time()
     tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
                           workers)
+    if s.tokenizer == "sentencepiece" and s.rare != "unk":
+        log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
     train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
     log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
         f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
@@ -269,10 +271,7 @@ def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareS
     type_counts = {types[g]: int(train.counts[g]) for g in range(1, len(types))}
     if s.tokenizer == "sentencepiece":
         # every piece is kept, so there are no rare words to put in buckets
-        vocab_size = 1 << 30
-        if rare != "unk":
-            log(f"sentencepiece keeps every piece: --rare {rare} ignored")
-        rare, buckets = "unk", None
+        vocab_size, rare, buckets = 1 << 30, "unk", None
         # Every piece is an output, also those the training text never used
         # (byte-fallback pieces): the model can then spell anything itself.
         for piece in tok.pieces():
@@ -315,6 +314,7 @@ def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -
     _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
                 source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
     train.stream = None   # the memory map of the raw file, deleted by finish()
+
 
 # --------------------------------------------------------------------------
 # the output directory: staged beside --out, swapped in when complete
