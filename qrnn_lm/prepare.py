@@ -33,19 +33,16 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .corpus import (NAMED_CORPORA, TextFiles, TextNormalizer, check_input_file, read_text,
-                     source_from_flags)
+from .corpus import TextFiles, TextNormalizer, read_text, source_from_flags
 from .errors import QrnnLmError, run_command
+from .prepare_settings import PrepareSettings, build_parser, check_settings
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
-from .vocab import RARE_MODES, Vocabulary
-from .word_clusters import exchange_source, vector_source
-from .wordvec import VECTOR_KINDS
+from .vocab import Vocabulary
+from .wordvec import exchange_clusters, fasttext_vectors, ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -110,26 +107,6 @@ class _RawWriter:
         os.remove(self.path + ".tmp")
 
 
-@dataclass
-class PrepareSettings:
-    """How a corpus is prepared: the ``prepare`` flags of the same names."""
-    tokenizer: str = "mecab"         # mecab, char or sentencepiece
-    vocab_size: int = 50000          # kept words (sentencepiece: pieces); others go to buckets
-    rare: str = "pos+script"         # how rare words are put in buckets (vocab.RARE_MODES)
-    buckets: int | None = None       # k-means clusters or exchange classes
-    vectors: str | None = None       # word vectors for k-means (None: ppmi)
-    pos_depth: int = 2               # UniDic POS levels per bucket
-    workers: int = 1                 # tokenizer processes (at most the usable CPUs)
-    seed: int = 0
-    nfkc: bool = True                # Unicode NFKC normalisation of every line
-    max_line_chars: int = 4000       # longer lines are split
-    window: int = 2                  # context window for corpus vectors
-    context_words: int = 5000        # context vocabulary for corpus vectors
-    vector_dim: int = 64             # dimension of ppmi and fasttext vectors
-    progress: bool = False           # progress bars on stderr
-    log: Callable | None = None      # log(message) for the progress lines
-
-
 def prepare(source, *where, force: bool = False, **settings) -> Vocabulary:
     """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
 
@@ -151,7 +128,7 @@ def prepare(source, *where, force: bool = False, **settings) -> Vocabulary:
     else:
         out, = where
     s = PrepareSettings(**settings)
-    _check_settings(source, s)
+    check_settings(source, s)
     with staged_output(out, force=force, inputs={**source.inputs, "--vectors": s.vectors},
                        log=s.log) as tmp:
         paths = source.extract(os.path.join(tmp, "corpus"), log=s.log)
@@ -168,25 +145,6 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _check_settings(source, s: PrepareSettings) -> None:
-    """QrnnLmError for a bad setting or an unreadable input, before any work."""
-    if s.rare not in RARE_MODES:
-        raise QrnnLmError(f"unknown --rare {s.rare!r}; choose one of {', '.join(RARE_MODES)}.")
-    if s.rare in ("kmeans", "pos+kmeans", "exchange") and not s.buckets:
-        raise QrnnLmError(f"--rare {s.rare} needs --buckets K.")
-    vectors = s.vectors or "ppmi"
-    if s.workers < 1:
-        raise QrnnLmError("--workers must be at least 1.")
-    source.check()
-    if vectors not in VECTOR_KINDS:
-        if not os.path.exists(vectors):
-            raise QrnnLmError(f"--vectors {vectors} is neither {' nor '.join(VECTOR_KINDS)} nor an "
-                              "existing .vec file, checkpoint or run directory.")
-        if not os.path.isdir(vectors):  # a run directory is resolved to its checkpoint later
-            check_input_file(vectors, "--vectors file")
-    TextNormalizer(max_line_chars=s.max_line_chars)  # checks --max-line-chars
-
-
 def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
                     normalizer: TextNormalizer, seed: int, workers: int):
     if name == "mecab":
@@ -198,33 +156,6 @@ def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
                                    os.path.join(out, "sentencepiece"), vocab_size,
                                    seed=seed, threads=max(1, workers))
     raise QrnnLmError(f"unknown --tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}.")
-
-
-def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Vocabulary:
-    """Write the dataset of ``paths`` ({split: text file}, train always) into
-    ``out``, a fresh directory that will become ``final``."""
-    log = s.log or (lambda msg: None)
-    workers = s.workers
-    if workers > usable_cpus():
-        log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
-        workers = usable_cpus()
-    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
-    t0 = time.time()
-    tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
-                          workers)
-    if s.tokenizer == "sentencepiece" and s.rare != "unk":
-        log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
-    train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
-    log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
-        f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
-    vocab = _build_vocabulary(train, tok, normalizer, out, s, log)
-    _write_train(train, vocab, out, _source_name(paths["train"], out, final))
-    for split in ("valid", "test"):
-        if paths.get(split) is not None:
-            _encode_split(vocab, tok, split, paths[split], out, normalizer, workers, s.progress,
-                          _source_name(paths[split], out, final))
-    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
-    return vocab
 
 
 def _source_name(path: str, out: str, final: str) -> str:
@@ -278,11 +209,11 @@ def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareS
             type_counts.setdefault((piece, "piece"), 0)
     vec_fn = cluster_fn = None
     if rare in ("kmeans", "pos+kmeans"):
-        vec_fn = vector_source(vectors, train.stream, types, window=s.window,
-                               context_words=s.context_words, dim=s.vector_dim, seed=s.seed,
-                               log=log)
+        vec_fn = _vector_source(vectors, train.stream, types, window=s.window,
+                                context_words=s.context_words, dim=s.vector_dim, seed=s.seed,
+                                log=log)
     elif rare == "exchange":
-        cluster_fn = exchange_source(train.stream, types, log)
+        cluster_fn = _exchange_source(train.stream, types, log)
     vocab = Vocabulary.build(
         type_counts, train.lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
         pos_depth=s.pos_depth, seed=s.seed, vectors=vec_fn, clusters=cluster_fn,
@@ -314,6 +245,33 @@ def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -
     _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
                 source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
     train.stream = None   # the memory map of the raw file, deleted by finish()
+
+
+def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Vocabulary:
+    """Write the dataset of ``paths`` ({split: text file}, train always) into
+    ``out``, a fresh directory that will become ``final``."""
+    log = s.log or (lambda msg: None)
+    workers = s.workers
+    if workers > usable_cpus():
+        log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
+        workers = usable_cpus()
+    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
+    t0 = time.time()
+    tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
+                          workers)
+    if s.tokenizer == "sentencepiece" and s.rare != "unk":
+        log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
+    train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
+    log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
+        f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
+    vocab = _build_vocabulary(train, tok, normalizer, out, s, log)
+    _write_train(train, vocab, out, _source_name(paths["train"], out, final))
+    for split in ("valid", "test"):
+        if paths.get(split) is not None:
+            _encode_split(vocab, tok, split, paths[split], out, normalizer, workers, s.progress,
+                          _source_name(paths[split], out, final))
+    log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
+    return vocab
 
 
 # --------------------------------------------------------------------------
@@ -482,6 +440,93 @@ def os_error_reason(e: OSError) -> str:
     return f"{e.strerror or e}{name}"
 
 
+def _surface_stream(type_stream, types: list):
+    """(the training stream as surface-word indices, sliceable; {surface:
+    index}); index 0 is ``</s>``."""
+    surfaces = sorted({t[0] for t in types[1:]})
+    word_of = {w: i + 1 for i, w in enumerate(surfaces)}
+    type_to_word = np.zeros(len(types), dtype=np.int32)
+    for g in range(1, len(types)):
+        type_to_word[g] = word_of[types[g][0]]
+    return _Mapped(type_stream, type_to_word), word_of
+
+
+def _exchange_source(type_stream, types: list, log):
+    """``f(words, k) -> labels`` for ``--rare exchange`` over the training
+    stream (:func:`qrnn_lm.wordvec.exchange_clusters`)."""
+    def clusters(words, k):
+        t1 = time.time()
+        stream, word_of = _surface_stream(type_stream, types)
+        rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
+        labels = exchange_clusters(stream, rows, len(word_of) + 1, k, log=log)
+        log(f"exchange clustering: {len(words)} rare words into {k} classes, "
+            f"{time.time() - t1:.1f}s")
+        return labels
+    return clusters
+
+
+def _vector_source(vectors: str, type_stream, types: list, *, window: int,
+                   context_words: int, dim: int, seed: int, log):
+    """``f(words) -> (vectors, has_vector)`` for ``--vectors`` (see
+    :mod:`qrnn_lm.wordvec`), over the training stream of type ids."""
+    def timed(name, fn):
+        def wrapped(words):
+            t1 = time.time()
+            x, has = fn(words)
+            log(f"vectors ({name}): {int(has.sum())}/{len(words)} rare words, dim {x.shape[1]}, "
+                f"{time.time() - t1:.1f}s")
+            return x, has
+        return wrapped
+
+    if vectors == "ppmi":
+        def ppmi(words):
+            stream, word_of = _surface_stream(type_stream, types)
+            rows = np.asarray([word_of[w] for w in words], dtype=np.int64)
+            return ppmi_svd_vectors(stream, rows, len(word_of) + 1,
+                                    window=window, context_words=context_words, dim=dim,
+                                    seed=seed)
+        return timed("ppmi", ppmi)
+    if vectors == "fasttext":
+        def fasttext(words):
+            return fasttext_vectors(_sentences(type_stream, types), words, dim=dim, seed=seed)
+        return timed("fasttext", fasttext)
+    if os.path.isdir(vectors) or vectors.endswith((".pt", ".pth")):
+        def checkpoint(words):
+            from .lm import vectors_from_checkpoint
+            return vectors_from_checkpoint(vectors, words, type_stream, types)
+        return timed("checkpoint", checkpoint)
+    return timed("file", lambda words: vec_file_vectors(vectors, words))
+
+
+def _sentences(type_stream, types: list) -> list:
+    """The training text as lists of surface words, one a line."""
+    surface = [None] + [t[0] for t in types[1:]]
+    out, cur = [], []
+    for s in range(0, len(type_stream), _COPY_CHUNK):
+        for g in np.asarray(type_stream[s:s + _COPY_CHUNK]).tolist():
+            if g == 0:
+                out.append(cur)
+                cur = []
+            else:
+                cur.append(surface[g])
+    if cur:
+        out.append(cur)
+    return out
+
+
+class _Mapped:
+    """``table[stream[i]]`` without materialising it (slices only)."""
+
+    def __init__(self, stream, table):
+        self.stream, self.table = stream, table
+
+    def __len__(self):
+        return len(self.stream)
+
+    def __getitem__(self, sl):
+        return self.table[np.asarray(self.stream[sl])]
+
+
 def _npy_from(raw, path, transform):
     dtype = transform(raw[:0]).dtype
     _write_npy(path, len(raw), dtype,
@@ -535,57 +580,6 @@ def _write_meta(out, split, tokens, lines, chars, stats, source, vocab, **extra)
 # command line
 # --------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m qrnn_lm prepare",
-        description="Tokenize a corpus and build a vocabulary with rare-word buckets.")
-    src = p.add_argument_group("corpus (one of --train, --corpus, --wiki-dump)")
-    src.add_argument("--train", help="training text, one paragraph a line (.txt/.gz/.bz2)")
-    src.add_argument("--valid", help="validation text")
-    src.add_argument("--test", help="test text")
-    src.add_argument("--corpus", choices=NAMED_CORPORA,
-                     help="a named corpus extracted from installed files")
-    src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
-    src.add_argument("--sample", type=int, default=1,
-                     help="with --wiki-dump: take every n-th article (default 1: all)")
-    src.add_argument("--heldout", type=float, default=None,
-                     help="with --corpus/--wiki-dump: fraction of documents for valid and "
-                          "for test each (default 0.05 debian-ja, 0.01 Wikipedia)")
-    p.add_argument("--out", required=True,
-                   help="output directory: new or empty (see --force); written only when complete")
-    p.add_argument("--force", action="store_true",
-                   help="replace a non-empty --out whole (the old dataset is deleted once the "
-                        "new one is complete)")
-    p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
-    p.add_argument("--vocab-size", type=int, default=50000,
-                   help="kept words (sentencepiece: pieces); others go to buckets")
-    p.add_argument("--rare", choices=RARE_MODES, default="pos+script",
-                   help="rare-word buckets (default pos+script: by POS and character class)")
-    p.add_argument("--buckets", type=int, default=None,
-                   help="k-means clusters (total over POS groups for pos+kmeans), or "
-                        "exchange classes")
-    p.add_argument("--vectors", default="ppmi",
-                   help="word vectors for k-means: ppmi (PPMI + SVD of the training text's "
-                        "co-occurrences), fasttext (gensim FastText on the training text: "
-                        "subword vectors), a word2vec/fastText .vec file, or a train.py "
-                        "checkpoint or run directory (mean hidden state of the model before "
-                        "each occurrence of the word); default ppmi")
-    p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-nfkc", dest="nfkc", action="store_false",
-                   help="skip Unicode NFKC normalisation")
-    p.add_argument("--max-line-chars", type=int, default=4000,
-                   help="split longer lines (default 4000)")
-    p.add_argument("--window", type=int, default=2, help="context window for corpus vectors")
-    p.add_argument("--context-words", type=int, default=5000,
-                   help="context vocabulary for corpus vectors")
-    p.add_argument("--vector-dim", type=int, default=64,
-                   help="dimension of ppmi and fasttext vectors")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(lambda _: _main(args), argv,
@@ -593,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                        out_of_memory="out of memory while preparing the data; use fewer --workers or a smaller --vocab-size.")
 
 
-def _main(args) -> int:
+def _main(args: argparse.Namespace) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     source = source_from_flags(train=args.train, valid=args.valid, test=args.test,
                                corpus=args.corpus, wiki_dump=args.wiki_dump, sample=args.sample,

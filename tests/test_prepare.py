@@ -213,8 +213,8 @@ def test_settings_checked_once_before_any_work(files, tmp_path, monkeypatch):
     from qrnn_lm import prepare as P
     train, valid = files
     calls = []
-    real = P._check_settings
-    monkeypatch.setattr(P, "_check_settings", lambda *a: calls.append(a) or real(*a))
+    real = P.check_settings
+    monkeypatch.setattr(P, "check_settings", lambda *a: calls.append(a) or real(*a))
     assert main(["--train", train, "--valid", valid, "--out", str(tmp_path / "o"), "--quiet",
                  "--tokenizer", "char", "--vocab-size", "20"]) == 0
     assert len(calls) == 1
