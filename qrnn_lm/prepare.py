@@ -14,6 +14,8 @@ writes (see docs/DESIGN.md section 3)::
 
 ``--corpus debian-ja`` or ``--wiki-dump FILE [--sample N]`` replace
 ``--train/--valid/--test``: the text is first extracted to ``OUT/corpus/``.
+Each of the three is a corpus source (:mod:`qrnn_lm.corpus.sources`);
+:func:`prepare` takes any source.
 
 Everything is written into a staging directory beside ``OUT`` that replaces
 it only when complete; ``OUT`` must be new or empty unless ``--force``.
@@ -34,13 +36,13 @@ import warnings
 
 import numpy as np
 
-from .corpus import TextNormalizer, check_input_file, read_text
+from .corpus import TextFiles, TextNormalizer, read_text, source_from_flags
 from .errors import QrnnLmError, run_command
+from .prepare_settings import PrepareSettings, build_parser, check_settings
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
-from .vocab import RARE_MODES, Vocabulary
-from .wordvec import (VECTOR_KINDS, exchange_clusters, fasttext_vectors, ppmi_svd_vectors,
-                      vec_file_vectors)
+from .vocab import Vocabulary
+from .wordvec import exchange_clusters, fasttext_vectors, ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
@@ -105,6 +107,44 @@ class _RawWriter:
         os.remove(self.path + ".tmp")
 
 
+def prepare(source, *where, force: bool = False, **settings) -> Vocabulary:
+    """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
+
+        prepare(source, out, **settings)              # any corpus source (qrnn_lm.corpus)
+        prepare(train, valid, test, out, **settings)  # text files; valid, test may be None
+
+    ``settings`` are the fields of :class:`PrepareSettings`.  ``out`` must be
+    new or empty unless ``force``, which replaces it whole.  The dataset is
+    written to a temporary directory beside ``out`` and moved into place when
+    complete: a failed or interrupted run leaves ``out`` as it was.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        if len(where) != 3:
+            raise TypeError("prepare(train, valid, test, out, **settings) takes four paths")
+        valid, test, out = where
+        source = TextFiles(source, valid, test)
+    elif len(where) != 1:
+        raise TypeError("prepare(source, out, **settings) takes a source and an output directory")
+    else:
+        out, = where
+    s = PrepareSettings(**settings)
+    check_settings(source, s)
+    with staged_output(out, force=force, inputs={**source.inputs, "--vectors": s.vectors},
+                       log=s.log) as tmp:
+        paths = source.extract(os.path.join(tmp, "corpus"), log=s.log)
+        vocab = _prepare_into(paths, tmp, out, s)
+    vocab.directory = os.path.abspath(out)
+    return vocab
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
                     normalizer: TextNormalizer, seed: int, workers: int):
     if name == "mecab":
@@ -118,161 +158,118 @@ def _make_tokenizer(name: str, train_path: str, out: str, vocab_size: int,
     raise QrnnLmError(f"unknown --tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}.")
 
 
-def prepare(train: str, valid: str | None, test: str | None, out: str, *,
-            tokenizer: str = "mecab", vocab_size: int = 50000, rare: str = "pos+script",
-            buckets: int | None = None, vectors: str | None = None, pos_depth: int = 2,
-            workers: int = 1, seed: int = 0, nfkc: bool = True, max_line_chars: int = 4000,
-            window: int = 2, context_words: int = 5000, vector_dim: int = 64,
-            progress: bool = False, log=None, force: bool = False) -> Vocabulary:
-    """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
-
-    ``out`` must be new or empty unless ``force``, which replaces it whole.  The
-    dataset is written to a temporary directory beside ``out`` and moved into
-    place when complete: a failed or interrupted run leaves ``out`` as it was.
-    """
-    kwargs = dict(tokenizer=tokenizer, vocab_size=vocab_size, rare=rare, buckets=buckets,
-                  vectors=vectors, pos_depth=pos_depth, workers=workers, seed=seed, nfkc=nfkc,
-                  max_line_chars=max_line_chars, window=window, context_words=context_words,
-                  vector_dim=vector_dim, progress=progress, log=log)
-    _check_settings(train, valid, test, **kwargs)
-    with staged_output(out, force=force, inputs={"--train": train, "--valid": valid,
-                                                 "--test": test, "--vectors": vectors},
-                       log=log) as tmp:
-        vocab = _prepare_into(train, valid, test, tmp, final=out, **kwargs)
-    vocab.directory = os.path.abspath(out)
-    return vocab
+def _source_name(path: str, out: str, final: str) -> str:
+    """``path`` as the dataset's meta.json names it: corpus files extracted
+    into the staging directory ``out`` end up in ``final``."""
+    path = os.path.abspath(path)
+    tmp = os.path.abspath(out) + os.sep
+    return os.path.join(os.path.abspath(final), path[len(tmp):]) if path.startswith(tmp) else path
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+class _TrainTypes:
+    """One pass over the training text: its tokens as a stream of type ids
+    (``types[i]`` is a (surface, POS) pair; 0 is ``</s>``), their counts, and
+    the raw ``train.ids.npy`` writer, finished once the vocabulary exists."""
+
+    def __init__(self, tok, path: str, normalizer, out: str, workers: int, progress: bool):
+        index: dict = {}
+        self.types, self.stats, self.lines, self.chars = [None], {}, 0, 0
+        self.writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
+        for chunk in tokenize_stream(tok, read_text(path, normalizer, self.stats), workers,
+                                     progress=progress, desc="train", directory=out):
+            remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
+            remap[0] = 0
+            for j, t in enumerate(chunk.types, start=1):
+                g = index.get(t)
+                if g is None:
+                    g = index[t] = len(self.types)
+                    self.types.append(t)
+                remap[j] = g
+            self.writer.write(remap[chunk.ids])
+            self.lines += chunk.lines
+            self.chars += chunk.characters
+        self.stream = self.writer.close_raw()
+        self.counts = np.zeros(len(self.types), dtype=np.int64)
+        for s in range(0, len(self.stream), _COPY_CHUNK):
+            self.counts += np.bincount(self.stream[s:s + _COPY_CHUNK], minlength=len(self.types))
 
 
-def _check_settings(train, valid, test, *, rare, buckets, workers, vectors, **_):
-    if rare not in RARE_MODES:
-        raise QrnnLmError(f"unknown --rare {rare!r}; choose one of {', '.join(RARE_MODES)}.")
-    if rare in ("kmeans", "pos+kmeans", "exchange") and not buckets:
-        raise QrnnLmError(f"--rare {rare} needs --buckets K.")
-    vectors = vectors or "ppmi"
-    if workers < 1:
-        raise QrnnLmError("--workers must be at least 1.")
-    for name, path in (("train", train), ("valid", valid), ("test", test)):
-        if path is not None:
-            check_input_file(path, f"--{name} file")
-    if vectors not in VECTOR_KINDS:
-        if not os.path.exists(vectors):
-            raise QrnnLmError(f"--vectors {vectors} is neither {' nor '.join(VECTOR_KINDS)} nor an "
-                              "existing .vec file, checkpoint or run directory.")
-        if not os.path.isdir(vectors):  # a run directory is resolved to its checkpoint later
-            check_input_file(vectors, "--vectors file")
-
-
-def _prepare_into(train: str, valid: str | None, test: str | None, out: str, *,
-                  final: str | None = None, tokenizer: str = "mecab", vocab_size: int = 50000,
-                  rare: str = "pos+script", buckets: int | None = None, vectors: str | None = None,
-                  pos_depth: int = 2, workers: int = 1, seed: int = 0, nfkc: bool = True,
-                  max_line_chars: int = 4000, window: int = 2, context_words: int = 5000,
-                  vector_dim: int = 64, progress: bool = False, log=None) -> Vocabulary:
-    """Write the dataset into ``out`` (a fresh directory that will become
-    ``final``)."""
-    log = log or (lambda msg: None)
-    _check_settings(train, valid, test, rare=rare, buckets=buckets, workers=workers,
-                    vectors=vectors)
-    if workers > usable_cpus():
-        log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
-        workers = usable_cpus()
-    vectors = vectors or "ppmi"
-    final = final or out
-
-    def source_name(path):  # corpus files extracted into ``out`` end up in ``final``
-        path = os.path.abspath(path)
-        tmp = os.path.abspath(out) + os.sep
-        return os.path.join(os.path.abspath(final), path[len(tmp):]) if path.startswith(tmp) else path
-
-    normalizer = TextNormalizer(nfkc=nfkc, max_line_chars=max_line_chars)
-    t0 = time.time()
-    tok = _make_tokenizer(tokenizer, train, out, vocab_size, normalizer, seed, workers)
-    if tokenizer == "sentencepiece":
+def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareSettings,
+                      log) -> Vocabulary:
+    """The Vocabulary of the training types, saved as ``out/vocab.json``."""
+    vocab_size, rare, buckets, vectors = s.vocab_size, s.rare, s.buckets, s.vectors or "ppmi"
+    types = train.types
+    type_counts = {types[g]: int(train.counts[g]) for g in range(1, len(types))}
+    if s.tokenizer == "sentencepiece":
         # every piece is kept, so there are no rare words to put in buckets
-        vocab_size = 1 << 30
-        if rare != "unk":
-            log(f"sentencepiece keeps every piece: --rare {rare} ignored")
-        rare, buckets = "unk", None
-    # ---- pass over train: type ids of (surface, pos) pairs; 0 is `</s>`
-    type_index: dict = {}
-    types: list = [None]
-    stats: dict = {}
-    writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
-    lines = chars = 0
-    for chunk in tokenize_stream(tok, read_text(train, normalizer, stats), workers,
-                                 progress=progress, desc="train", directory=out):
-        remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
-        remap[0] = 0
-        for j, t in enumerate(chunk.types, start=1):
-            g = type_index.get(t)
-            if g is None:
-                g = type_index[t] = len(types)
-                types.append(t)
-            remap[j] = g
-        writer.write(remap[chunk.ids])
-        lines += chunk.lines
-        chars += chunk.characters
-    type_stream = writer.close_raw()
-    counts = np.zeros(len(types), dtype=np.int64)
-    for s in range(0, len(type_stream), _COPY_CHUNK):
-        counts += np.bincount(type_stream[s:s + _COPY_CHUNK], minlength=len(types))
-    log(f"train: {lines} lines, {len(type_stream)} tokens, {len(types) - 1} (word, POS) "
-        f"types, tokenized in {time.time() - t0:.1f}s")
-    # ---- vocabulary
-    type_counts = {types[g]: int(counts[g]) for g in range(1, len(types))}
-    if tokenizer == "sentencepiece":
+        vocab_size, rare, buckets = 1 << 30, "unk", None
         # Every piece is an output, also those the training text never used
         # (byte-fallback pieces): the model can then spell anything itself.
         for piece in tok.pieces():
             type_counts.setdefault((piece, "piece"), 0)
     vec_fn = cluster_fn = None
     if rare in ("kmeans", "pos+kmeans"):
-        vec_fn = _vector_source(vectors, type_stream, types, window=window,
-                                context_words=context_words, dim=vector_dim, seed=seed,
+        vec_fn = _vector_source(vectors, train.stream, types, window=s.window,
+                                context_words=s.context_words, dim=s.vector_dim, seed=s.seed,
                                 log=log)
     elif rare == "exchange":
-        cluster_fn = _exchange_source(type_stream, types, log)
+        cluster_fn = _exchange_source(train.stream, types, log)
     vocab = Vocabulary.build(
-        type_counts, lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
-        pos_depth=pos_depth, seed=seed, vectors=vec_fn, clusters=cluster_fn,
+        type_counts, train.lines, vocab_size=vocab_size, rare=rare, buckets=buckets,
+        pos_depth=s.pos_depth, seed=s.seed, vectors=vec_fn, clusters=cluster_fn,
         tokenizer_config=tok.to_dict(),
-        normalizer_config=normalizer.to_dict(), single_char=(tokenizer == "char"),
+        normalizer_config=normalizer.to_dict(), single_char=(s.tokenizer == "char"),
         extra={"vectors": vectors if vec_fn else None})
     vocab.directory = os.path.abspath(out)
     vocab.tokenizer = tok
     with _writing(os.path.join(out, "vocab.json")):
         vocab.save(out)
-    n_rare = len(vocab.rare_words)
     log(f"vocabulary: {len(vocab)} outputs ({len(vocab.word_to_id)} words, "
-        f"{len(vocab.buckets)} buckets, </s>), {n_rare} rare words")
+        f"{len(vocab.buckets)} buckets, </s>), {len(vocab.rare_words)} rare words")
+    return vocab
 
-    # ---- map train through lookup tables over its types
+
+def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -> None:
+    """train.ids.npy, train.rare_logp.npy and train.meta.json, mapped from
+    the type stream through lookup tables over its types."""
+    types = train.types
     out_id = np.empty(len(types), dtype=np.int32)
     out_lp = np.zeros(len(types), dtype=np.float32)
     out_id[0] = vocab.eos_id
     for g in range(1, len(types)):
         out_id[g], out_lp[g] = vocab.lookup(*types[g])
-    _npy_from(type_stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
-    writer.finish(lambda c: out_id[c])
-    bucket_tokens = int(sum(counts[g] for g in range(1, len(types))
+    _npy_from(train.stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
+    train.writer.finish(lambda c: out_id[c])
+    bucket_tokens = int(sum(train.counts[g] for g in range(1, len(types))
                             if vocab.is_bucket(int(out_id[g]))))
-    _write_meta(out, "train", int(counts.sum()), lines, chars, stats, source_name(train),
-                vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
-    del type_stream
-    # ---- valid / test
-    for split, path in (("valid", valid), ("test", test)):
-        if path is None:
-            continue
-        _encode_split(vocab, tok, split, path, out, normalizer, workers, progress,
-                      source_name(path))
+    _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
+                source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
+    train.stream = None   # the memory map of the raw file, deleted by finish()
+
+
+def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Vocabulary:
+    """Write the dataset of ``paths`` ({split: text file}, train always) into
+    ``out``, a fresh directory that will become ``final``."""
+    log = s.log or (lambda msg: None)
+    workers = s.workers
+    if workers > usable_cpus():
+        log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
+        workers = usable_cpus()
+    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
+    t0 = time.time()
+    tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
+                          workers)
+    if s.tokenizer == "sentencepiece" and s.rare != "unk":
+        log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
+    train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
+    log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
+        f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
+    vocab = _build_vocabulary(train, tok, normalizer, out, s, log)
+    _write_train(train, vocab, out, _source_name(paths["train"], out, final))
+    for split in ("valid", "test"):
+        if paths.get(split) is not None:
+            _encode_split(vocab, tok, split, paths[split], out, normalizer, workers, s.progress,
+                          _source_name(paths[split], out, final))
     log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
     return vocab
 
@@ -583,57 +580,6 @@ def _write_meta(out, split, tokens, lines, chars, stats, source, vocab, **extra)
 # command line
 # --------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m qrnn_lm prepare",
-        description="Tokenize a corpus and build a vocabulary with rare-word buckets.")
-    src = p.add_argument_group("corpus (one of --train, --corpus, --wiki-dump)")
-    src.add_argument("--train", help="training text, one paragraph a line (.txt/.gz/.bz2)")
-    src.add_argument("--valid", help="validation text")
-    src.add_argument("--test", help="test text")
-    src.add_argument("--corpus", choices=["debian-ja"],
-                     help="a named corpus extracted from installed files")
-    src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
-    src.add_argument("--sample", type=int, default=1,
-                     help="with --wiki-dump: take every n-th article (default 1: all)")
-    src.add_argument("--heldout", type=float, default=None,
-                     help="with --corpus/--wiki-dump: fraction of documents for valid and "
-                          "for test each (default 0.05 debian-ja, 0.01 Wikipedia)")
-    p.add_argument("--out", required=True,
-                   help="output directory: new or empty (see --force); written only when complete")
-    p.add_argument("--force", action="store_true",
-                   help="replace a non-empty --out whole (the old dataset is deleted once the "
-                        "new one is complete)")
-    p.add_argument("--tokenizer", choices=TOKENIZERS, default="mecab")
-    p.add_argument("--vocab-size", type=int, default=50000,
-                   help="kept words (sentencepiece: pieces); others go to buckets")
-    p.add_argument("--rare", choices=RARE_MODES, default="pos+script",
-                   help="rare-word buckets (default pos+script: by POS and character class)")
-    p.add_argument("--buckets", type=int, default=None,
-                   help="k-means clusters (total over POS groups for pos+kmeans), or "
-                        "exchange classes")
-    p.add_argument("--vectors", default="ppmi",
-                   help="word vectors for k-means: ppmi (PPMI + SVD of the training text's "
-                        "co-occurrences), fasttext (gensim FastText on the training text: "
-                        "subword vectors), a word2vec/fastText .vec file, or a train.py "
-                        "checkpoint or run directory (mean hidden state of the model before "
-                        "each occurrence of the word); default ppmi")
-    p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-nfkc", dest="nfkc", action="store_false",
-                   help="skip Unicode NFKC normalisation")
-    p.add_argument("--max-line-chars", type=int, default=4000,
-                   help="split longer lines (default 4000)")
-    p.add_argument("--window", type=int, default=2, help="context window for corpus vectors")
-    p.add_argument("--context-words", type=int, default=5000,
-                   help="context vocabulary for corpus vectors")
-    p.add_argument("--vector-dim", type=int, default=64,
-                   help="dimension of ppmi and fasttext vectors")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(lambda _: _main(args), argv,
@@ -641,50 +587,20 @@ def main(argv: list[str] | None = None) -> int:
                        out_of_memory="out of memory while preparing the data; use fewer --workers or a smaller --vocab-size.")
 
 
-def _main(args) -> int:
+def _main(args: argparse.Namespace) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    sources = sum(x is not None for x in (args.train, args.corpus, args.wiki_dump))
-    if sources != 1:
-        raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
-    train, valid, test = args.train, args.valid, args.test
-    if args.corpus or args.wiki_dump:
-        if valid or test:
-            raise QrnnLmError("--valid/--test cannot be combined with --corpus or "
-                              "--wiki-dump, which make their own splits.")
-        h = args.heldout
-        if h is not None and not 0 <= h < 0.5:
-            raise QrnnLmError("--heldout must be in [0, 0.5).")
-        if args.wiki_dump:
-            check_input_file(args.wiki_dump, "--wiki-dump file")
-    elif valid is None:
-        raise QrnnLmError("--train needs --valid (and optionally --test).")
+    source = source_from_flags(train=args.train, valid=args.valid, test=args.test,
+                               corpus=args.corpus, wiki_dump=args.wiki_dump, sample=args.sample,
+                               heldout=args.heldout)
     settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
                     buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
                     workers=args.workers, seed=args.seed, nfkc=args.nfkc,
                     max_line_chars=args.max_line_chars, window=args.window,
                     context_words=args.context_words, vector_dim=args.vector_dim,
                     progress=not args.quiet, log=log)
-    _check_settings(train, valid, test, **settings)
-    TextNormalizer(max_line_chars=args.max_line_chars)  # checks the flag before any work
-    inputs = {"--train": train, "--valid": valid, "--test": test,
-              "--vectors": args.vectors, "--wiki-dump": args.wiki_dump}
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = (lambda message, *a, **k:
                                 print(f"warning: {message}", file=sys.stderr))
-        with staged_output(args.out, force=args.force, inputs=inputs, log=log) as tmp:
-            if args.corpus or args.wiki_dump:
-                from . import corpus as C
-                cdir = os.path.join(tmp, "corpus")
-                h = args.heldout
-                if args.corpus:
-                    h = 0.05 if h is None else h
-                    paths = C.extract_debian_ja(cdir, valid_fraction=h, test_fraction=h,
-                                                log=log)
-                else:
-                    h = 0.01 if h is None else h
-                    paths = C.extract_wiki_dump(args.wiki_dump, cdir, sample=args.sample,
-                                                valid_fraction=h, test_fraction=h, log=log)
-                train, valid, test = paths["train"], paths.get("valid"), paths.get("test")
-            _prepare_into(train, valid, test, tmp, final=args.out, **settings)
+        prepare(source, args.out, force=args.force, **settings)
     return 0

@@ -290,3 +290,45 @@ def test_wiki_unparsable_article_skipped_with_a_warning(tmp_path, monkeypatch):
                                     test_fraction=0.0, stats=stats)
     assert stats["articles"] == 2 and stats["unparsable"] == 1
     assert "二番目" not in open(paths["train"], encoding="utf-8").read()
+
+
+def test_sources_extract_their_splits(tmp_path):
+    """Every source: inputs, check() before any work, extract(out_dir) -> {split: path}."""
+    t = tmp_path / "t.txt"
+    t.write_text("一行目\n", encoding="utf-8")
+    text = C.make_source("text", train=str(t), valid=str(t))
+    assert text.inputs == {"--train": str(t), "--valid": str(t), "--test": None}
+    assert text.extract(str(tmp_path / "unused"), log=print) == {"train": str(t), "valid": str(t)}
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(QrnnLmError, match="--test file .* does not exist"):
+        C.TextFiles(str(t), str(t), str(tmp_path / "missing.txt")).check()
+
+    dump = tmp_path / "dump.xml"
+    dump.write_text(WIKI, encoding="utf-8")
+    wiki = C.source_from_flags(wiki_dump=str(dump), heldout=0)
+    assert isinstance(wiki, C.WikiDump) and wiki.inputs == {"--wiki-dump": str(dump)}
+    logs = []
+    paths = wiki.extract(str(tmp_path / "w"), log=logs.append)
+    assert list(paths) == ["train"] and logs[0].startswith("wikipedia: 3 articles")
+    assert open(paths["train"], encoding="utf-8").read().splitlines()[-1] == "三番目の記事です。"
+    with pytest.raises(QrnnLmError, match="--wiki-dump file .* does not exist"):
+        C.WikiDump(str(tmp_path / "none.xml")).check()
+
+    root = _fake_debian_root(tmp_path, ["manpages-ja"])
+    deb = C.DebianJa(heldout=0, root=root)
+    deb.check()
+    assert deb.inputs == {}
+    paths = deb.extract(str(tmp_path / "d"))
+    assert "ls はファイルの情報を表示します。" in open(paths["train"], encoding="utf-8").read()
+    assert C.source_from_flags(corpus="debian-ja").heldout == 0.05
+    assert C.source_from_flags(wiki_dump="x.xml").heldout == 0.01
+
+
+def test_source_flags_errors():
+    for flags, msg in [({}, "exactly one"), ({"train": "a", "corpus": "debian-ja"}, "exactly one"),
+                       ({"train": "a"}, "needs --valid"),
+                       ({"corpus": "debian-ja", "test": "b"}, "cannot be combined"),
+                       ({"wiki_dump": "x", "heldout": -0.1}, "--heldout must be in"),
+                       ({"corpus": "nope"}, "unknown corpus source 'nope'")]:
+        with pytest.raises(QrnnLmError, match=msg):
+            C.source_from_flags(**flags)

@@ -96,6 +96,10 @@ def test_cli_errors_are_one_sentence(files, tmp_path, capsys):
         (["--train", train], "needs --valid"),
         (["--train", train, "--valid", valid, "--wiki-dump", train], "exactly one"),
         (["--train", str(tmp_path / "nope.txt"), "--valid", valid], "does not exist"),
+        (["--wiki-dump", train, "--valid", valid], "cannot be combined"),
+        (["--wiki-dump", train, "--heldout", "0.5"], "--heldout must be in"),
+        (["--wiki-dump", str(tmp_path / "nope.xml")], "--wiki-dump file"),
+        (["--train", train, "--valid", valid, "--max-line-chars", "8"], "--max-line-chars"),
     ]
     for argv, msg in cases:
         rc = main(argv + ["--out", str(tmp_path / "o"), "--quiet", "--tokenizer", "char"])
@@ -106,7 +110,9 @@ def test_cli_errors_are_one_sentence(files, tmp_path, capsys):
 
 
 def test_cli_debian_ja_missing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(C, "debian_ja_files", lambda root="/": ({}, list(C.DEBIAN_JA_PACKAGES)))
+    from qrnn_lm.corpus import debian_ja
+    monkeypatch.setattr(debian_ja, "debian_ja_files",
+                        lambda root="/": ({}, list(C.DEBIAN_JA_PACKAGES)))
     assert main(["--corpus", "debian-ja", "--out", str(tmp_path / "d"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "sudo apt-get install manpages-ja" in err and err.count("\n") == 1
@@ -179,3 +185,39 @@ def test_char_buckets_by_script(files, tmp_path):
     # an unseen kanji goes to the kanji bucket, a single character has finite logp
     ids, lp = v.encode("鬱")
     assert v.id_to_token(ids[0]) == "<unk-Lo-CJK>" and np.isfinite(lp[0])
+
+
+def test_prepare_takes_any_source(files, tmp_path):
+    """prepare(source, out) writes what prepare(train, valid, test, out) does."""
+    train, valid = files
+    settings = dict(tokenizer="char", vocab_size=20, rare="pos")
+    prepare(train, valid, None, str(tmp_path / "a"), **settings)
+    prepare(C.TextFiles(train, valid), str(tmp_path / "b"), **settings)
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b")) and "valid.ids.npy" in names
+    for name in names:
+        a, b = (open(tmp_path / d / name, "rb").read() for d in "ab")
+        assert a == b, name
+    from tests.test_corpus import WIKI
+    dump = tmp_path / "dump.xml"
+    dump.write_text(WIKI, encoding="utf-8")
+    v = prepare(C.make_source("wiki", path=str(dump), heldout=0), str(tmp_path / "w"), **settings)
+    assert v.directory == str(tmp_path / "w")
+    text = (tmp_path / "w" / "corpus" / "train.txt").read_text(encoding="utf-8")
+    assert "二番目の記事です。" in text and not (tmp_path / "w" / "valid.ids.npy").exists()
+    with pytest.raises(TypeError):
+        prepare(C.TextFiles(train, valid), str(tmp_path / "c"), None, **settings)
+
+
+def test_settings_checked_once_before_any_work(files, tmp_path, monkeypatch):
+    from qrnn_lm import prepare as P
+    train, valid = files
+    calls = []
+    real = P.check_settings
+    monkeypatch.setattr(P, "check_settings", lambda *a: calls.append(a) or real(*a))
+    assert main(["--train", train, "--valid", valid, "--out", str(tmp_path / "o"), "--quiet",
+                 "--tokenizer", "char", "--vocab-size", "20"]) == 0
+    assert len(calls) == 1
+    with pytest.raises(C.QrnnLmError, match="needs --buckets"):
+        prepare(train, valid, None, str(tmp_path / "p"), tokenizer="char", rare="kmeans")
+    assert len(calls) == 2 and not (tmp_path / "p").exists()
