@@ -107,26 +107,36 @@ class _RawWriter:
         os.remove(self.path + ".tmp")
 
 
-def prepare(source, *where, force: bool = False, **settings) -> Vocabulary:
+def prepare(source=None, *where, force: bool = False, train=None, valid=None, test=None, out=None,
+            **settings) -> Vocabulary:
     """Prepare a dataset directory; returns the Vocabulary. See the module docstring.
 
         prepare(source, out, **settings)              # any corpus source (qrnn_lm.corpus)
         prepare(train, valid, test, out, **settings)  # text files; valid, test may be None
+        prepare(train=..., valid=..., test=..., out=..., **settings)
 
     ``settings`` are the fields of :class:`PrepareSettings`.  ``out`` must be
     new or empty unless ``force``, which replaces it whole.  The dataset is
     written to a temporary directory beside ``out`` and moved into place when
     complete: a failed or interrupted run leaves ``out`` as it was.
     """
+    if source is None and train is not None:
+        source = train
+        where = (valid, test, out) if out is not None else where
     if isinstance(source, (str, os.PathLike)):
-        if len(where) != 3:
+        paths = list(where)
+        if out is not None and len(where) < 3:   # out (and valid, test) given by keyword
+            paths = (paths + [valid, test][len(paths):])[:2] + [out]
+        if len(paths) != 3:
             raise TypeError("prepare(train, valid, test, out, **settings) takes four paths")
-        valid, test, out = where
+        valid, test, out = paths
         source = TextFiles(source, valid, test)
-    elif len(where) != 1:
-        raise TypeError("prepare(source, out, **settings) takes a source and an output directory")
-    else:
+    elif source is None:
+        raise TypeError("prepare() needs a corpus source or train=, and out=")
+    elif out is None and len(where) == 1:
         out, = where
+    elif out is None or where:
+        raise TypeError("prepare(source, out, **settings) takes a source and an output directory")
     s = PrepareSettings(**settings)
     check_settings(source, s)
     with staged_output(out, force=force, inputs={**source.inputs, "--vectors": s.vectors},
