@@ -145,12 +145,13 @@ def unknown_flags(text):
         if pc is None:
             continue
         help_cmd, args = pc
+        flags = [a.split("=", 1)[0] for a in args if a.startswith("--") and len(a) > 2]
+        if not flags:
+            continue                           # nothing to check: don't run the script at all
         helped = help_text(help_cmd)
-        for a in args:
-            if a.startswith("--") and len(a) > 2:
-                flag = a.split("=", 1)[0]
-                if not re.search(r"(?<![\w-])" + re.escape(flag) + r"(?![\w-])", helped):
-                    bad.append((" ".join(help_cmd[:-1]), flag))
+        for flag in flags:
+            if not re.search(r"(?<![\w-])" + re.escape(flag) + r"(?![\w-])", helped):
+                bad.append((" ".join(help_cmd[:-1]), flag))
     return bad
 
 
