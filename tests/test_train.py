@@ -24,7 +24,7 @@ def metrics(run):
 
 
 def train_losses(run):
-    return {r["step"]: r["loss"] for r in metrics(run) if r["split"] == "train"}
+    return {r["step"]: r["loss"] for r in metrics(run) if r.get("split") == "train"}
 
 
 def run_train(argv, capsys=None):
@@ -111,7 +111,7 @@ class FakeClock:
 
 
 def train_lrs(run):
-    return {r["step"]: r["lr"] for r in metrics(run) if r["split"] == "train"}
+    return {r["step"]: r["lr"] for r in metrics(run) if r.get("split") == "train"}
 
 
 def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch, capsys):
@@ -168,7 +168,7 @@ def test_plateau_schedule_still_available(char_data, tmp_path):
     run = str(tmp_path / "run")
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "3", "--schedule", "plateau",
                            "--lr-decay", "0.5", "--lr", "0.01", "--fixed-bptt", "--log-interval", "1"]) == 0
-    valid = [r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    valid = [r["loss"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final")]
     assert len(valid) == 3                              # once an epoch
     lrs = list(train_lrs(run).values())
     assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] in (0.01, 0.005, 0.0025)
@@ -237,16 +237,16 @@ def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):
     run = str(tmp_path / "run")
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "50", "--lr", "0.05",
                            "--max-steps", "9", "--eval-interval", "4", "--log-interval", "1"]) == 0
-    valid_steps = [r["step"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    valid_steps = [r["step"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final")]
     assert valid_steps == [4, 8, 9], valid_steps
     best = load_checkpoint(os.path.join(run, "best.pt"))
-    best_loss = min(r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final"))
+    best_loss = min(r["loss"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final"))
     assert best["best_val_loss"] == pytest.approx(best_loss)
     # a budget that ends on a validation step validates once, not twice
     run8 = str(tmp_path / "run8")
     assert train_mod.main(["--data", char_data, "--save", run8, *TINY, "--epochs", "50", "--lr", "0.05",
                            "--max-steps", "8", "--eval-interval", "4", "--log-interval", "1"]) == 0
-    assert [r["step"] for r in metrics(run8) if r["split"] == "valid" and not r.get("final")] == [4, 8]
+    assert [r["step"] for r in metrics(run8) if r.get("split") == "valid" and not r.get("final")] == [4, 8]
 
 
 def test_new_run_never_overwrites_a_saved_run(char_data, tmp_path, capsys):
@@ -318,7 +318,7 @@ def test_ddp_two_cpu_processes(char_data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     rows = metrics(run)
     # only rank 0 logs: one train row per interval, not two
-    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+    assert [r["step"] for r in rows if r.get("split") == "train"] == [2, 4]
     ckpt = load_checkpoint(os.path.join(run, "last.pt"))
     assert len(ckpt["rng"]) == 2 and len(ckpt["data"]["state"]) == 2
     # each rank carried its own state (its own columns of the stream)
