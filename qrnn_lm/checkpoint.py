@@ -350,3 +350,37 @@ class TrainState:
                    best_val_loss=float(ckpt.get("best_val_loss", float("inf"))),
                    plateau_scale=float(sched.get("scale", 1.0)), plateau_best=float(sched.get("best", float("inf"))),
                    finished=str(ckpt.get("finished") or ""), rnn_state=rnn_state)
+
+
+def check_resumable(ckpt: dict) -> None:
+    for key in ("optimizer", "scheduler", "step", "data"):
+        if key not in ckpt:
+            raise QrnnLmError(f"checkpoint {ckpt['path']} holds no training state ({key!r}); "
+                              "it cannot be resumed (it can still be evaluated).")
+
+
+def rank_snapshot(rnn_state, cuda: bool) -> dict:
+    """This rank's part of a checkpoint: its RNG streams and carried state."""
+    return {"rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None},
+            "state": to_plain(rnn_state)}
+
+
+def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, device) -> TrainState:
+    """Restore a resumed run's optimizer, grad scaler and this rank's RNG
+    streams into ``parts``; returns the run's ``TrainState``."""
+    try:
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError):
+        raise QrnnLmError(f"the optimizer state in {ckpt['path']} does not match --optimizer "
+                          f"{parts.args['optimizer']}; resume with the flags it was trained with.") from None
+    if ckpt.get("scaler"):
+        parts.scaler.load_state_dict(ckpt["scaler"])
+    state = TrainState.from_checkpoint(ckpt, rank=rank, world_size=world_size, device=device)
+    if parts.inference["batching"] != "stream":
+        state.rnn_state = None
+    rng = ckpt.get("rng") or []
+    if len(rng) == world_size:  # restore this rank's RNG streams
+        torch.set_rng_state(rng[rank]["torch"])
+        if torch.device(device).type == "cuda" and rng[rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(rng[rank]["cuda"])
+    return state

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from .corpus import check_input_file
+from .data import StreamBatches, load_split, make_batches
 from .errors import QrnnLmError
 from .rundir import ensure_writable_dir
 
@@ -218,7 +219,6 @@ def load_data(args, is_master: bool = True, distributed: bool = False):
         data_dir = args.data
     else:
         raise QrnnLmError("no training data: give --data DIR (a prepared dataset) or --train FILE.")
-    from .data import load_split
     from .vocab import Vocabulary
     vocab = Vocabulary.load(data_dir)
     splits = {"train": load_split(data_dir, "train")}
@@ -229,6 +229,18 @@ def load_data(args, is_master: bool = True, distributed: bool = False):
         if int(np.max(s.ids)) >= len(vocab) or int(np.min(s.ids)) < 0:
             raise QrnnLmError(f"the {s.name} split of {data_dir} has ids outside its vocabulary; prepare it again.")
     return data_dir, vocab, splits
+
+
+def eval_batches_for(split, eos: int, args):
+    """Evaluation batches whose figures do not depend on --eval-batch-size.
+
+    Stream batching: the whole split is one column with the state carried from
+    window to window (each token sees everything before it, as in
+    generation); --eval-batch-size only sets the window length (x --bptt).
+    Sentence batching: every line starts from a zero state anyway."""
+    if args.batching == "stream":
+        return StreamBatches(split.ids, eos, 1, args.bptt * args.eval_batch_size, train=False)
+    return make_batches(split, eos, "sentences", args.eval_batch_size, args.bptt, train=False, max_len=args.max_len)
 
 
 # -----------------------------------------------------------------------------

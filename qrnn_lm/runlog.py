@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 
 
@@ -66,6 +67,44 @@ class RunLog:
         self.close_bar()
         if self.tb is not None:
             self.tb.close()
+
+    # -- the lines and rows of a run -----------------------------------------
+    def train_interval(self, state, *, lr: float, loss_sum: float, steps: int, tokens: int, seconds: float,
+                       index: int, nbatches: int, progress: float) -> None:
+        """The log line and metrics row of the ``steps`` steps since the last
+        one (``seconds``: their training time, validations excluded)."""
+        s = state
+        cur = loss_sum / steps
+        tok_s = tokens / max(seconds, 1e-9)
+        self.line(f"| epoch {s.epoch + 1 if s.batch else s.epoch:3d} | step {s.step:7d} | {index + 1:5d}/"
+                  f"{nbatches:5d} batches | lr {lr:.2e} | ms/batch {1000 * seconds / steps:7.1f} "
+                  f"| loss {cur:5.2f} | ppl {math.exp(min(cur, 700)):8.2f} | tok/s {tok_s:7.0f} "
+                  f"| {s.elapsed / 60:5.2f} min |")
+        self.record(split="train", step=s.step, epoch=s.epoch + 1, loss=cur, ppl=math.exp(min(cur, 700)),
+                    lr=lr, ms_per_batch=1000 * seconds / steps, tok_per_s=tok_s,
+                    minutes=s.elapsed / 60, progress=progress, train_seconds=s.train_seconds)
+
+    def validation_line(self, step: int, v: dict, improved: bool) -> None:
+        self.line(f"| validation | step {step:6d} | valid loss {v['loss']:5.2f} | valid ppl "
+                  f"{v['ppl']:9.2f} | valid bpc {v['bpc']:.4f} |{' best' if improved else ''}")
+
+    def final(self, name: str, step: int, r: dict) -> None:
+        self.line(f"| end of training | {name} loss {r['loss']:5.2f} | {name} ppl {r['ppl']:9.2f} "
+                  f"| {name} bpc {r['bpc']:.4f} | tokens {r['tokens']} |")
+        self.record(split=name, step=step, final=True, **r)
+
+    def results(self, run_dir: str, state, **figures) -> None:
+        """``results.json`` (and loss.png): the run's final figures, its
+        size and where its time went."""
+        if not self.is_master:
+            return
+        s = state
+        _plot_losses(self.metrics_path, os.path.join(run_dir, "loss.png"))
+        with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump({"step": s.step, "tokens": s.tokens, "minutes": s.elapsed / 60, **figures,
+                       "train_seconds": s.train_seconds, "valid_seconds": s.valid_seconds,
+                       "tokens_per_second": s.tokens / s.train_seconds if s.train_seconds > 0 else None,
+                       "stop_reason": s.finished}, f, indent=1)
 
 
 def _plot_losses(metrics_path: str, png_path: str) -> None:

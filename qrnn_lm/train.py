@@ -5,14 +5,14 @@
     python train.py --save runs/ja --resume                                    # continue runs/ja/last.pt
     torchrun --standalone --nproc_per_node=2 train.py ...                      # DDP, one process per GPU
 
-The file reads top to bottom: flags; set-up (DDP, the run directory, data,
-the settings, the model or the resumed run's); ``train_step``, one step on
-one batch; the loop (schedule, logging, validation, checkpoints, Ctrl-C);
-the final evaluation.  The recipe -- the defaults rule, the budget schedule,
-the resume policy -- is qrnn_lm/recipe.py; the checkpoint format
-qrnn_lm/checkpoint.py; the run directory qrnn_lm/rundir.py; logging
-qrnn_lm/runlog.py.  Losses are in nats per model token; bits per character
-are exact over the original text (DESIGN.md section 3).  Every user-facing
+The file reads top to bottom: flags; set-up (the run directory, the device,
+data, the settings, the model or the resumed run's); ``train_step``, one
+step on one batch; the loop (schedule, logging, validation, checkpoints,
+Ctrl-C); the final evaluation.  Elsewhere: the recipe (defaults rule, budget
+schedule, resume policy) in recipe.py, the checkpoint format in
+checkpoint.py, the run directory in rundir.py, logging in runlog.py, DDP in
+distributed.py.  Losses are in nats per model token; bits per character are
+exact over the original text (DESIGN.md section 3).  Every user-facing
 failure is one sentence on stderr.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -29,17 +28,19 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from qrnn_lm.checkpoint import (RunParts, TrainState, build_model, load_checkpoint, load_vocab_dict,  # noqa: F401
-                                to_device, to_plain, vocab_tokens, write_checkpoint)
-from qrnn_lm.data import StreamBatches, make_batches
+from qrnn_lm import distributed
+from qrnn_lm.checkpoint import (RunParts, TrainState, build_model, check_resumable, load_checkpoint,  # noqa: F401
+                                load_vocab_dict, rank_snapshot, resume_training, to_device, to_plain, vocab_tokens,
+                                write_checkpoint)
+from qrnn_lm.data import make_batches
+from qrnn_lm.distributed import World
 from qrnn_lm.errors import ExitCode, QrnnLmError, run_command
 from qrnn_lm.lm import bits_per_char, total_nll
 from qrnn_lm.model import ModelConfig, RNNLanguageModel
 from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS, STATIC_DEFAULTS,  # noqa: F401
                             PrepareFailed, Settings, budget_progress, budget_reason, check_flags, choose_defaults,
-                            estimate_validation_cost, fill_defaults, load_data, lr_at, make_optimizer,
+                            estimate_validation_cost, eval_batches_for, fill_defaults, load_data, lr_at, make_optimizer,
                             merge_resumed_args, prepare_on_the_fly, prepare_settings, resolve_settings,
                             resolve_vectors_path, validation_due)
 from qrnn_lm.rundir import (BEST, LAST, LOCK, RunLock, copy_best, ensure_writable_dir,  # noqa: F401
@@ -128,17 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# -----------------------------------------------------------------------------
-# main
-# -----------------------------------------------------------------------------
+# --- main --------------------------------------------------------------------
 def main(argv=None) -> int:
     locks = []
 
     def cleanup():
         for lock in locks:
             lock.release()
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.shut_down()
 
     def command(argv):
         args = build_parser().parse_args(argv)
@@ -154,30 +152,7 @@ def main(argv=None) -> int:
                                      "or try --softmax adaptive or --amp bf16.")
 
 
-# -----------------------------------------------------------------------------
-# set-up: DDP, the run directory, data, settings, model, the resumed state
-# -----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class World:
-    """DDP: switched on by torchrun's RANK / WORLD_SIZE; only rank 0 logs and saves."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    distributed: bool = False
-
-    @property
-    def is_master(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "World":
-        size = int(os.environ.get("WORLD_SIZE", "1"))
-        distributed = "RANK" in os.environ and size > 1
-        return cls(rank=int(os.environ.get("RANK", "0")) if distributed else 0, size=size, distributed=distributed,
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0)
-
-
+# --- set-up: the run directory, device, data, settings, model ---------------
 @dataclasses.dataclass
 class Run:
     """What set-up builds and the loop uses."""
@@ -243,7 +218,7 @@ class Run:
 def setup(args, given: set, locks: list) -> Run:
     """The run directory (locked), the checkpoint resumed from, the device,
     the data, the settings resolved once, then the model and its state."""
-    world = World.from_env()
+    world = distributed.world_from_env()
     log = (lambda text: print(text, flush=True)) if world.is_master else (lambda text: None)
     save, resume_path, note = resolve_run(args.save, args.resume)
     if world.is_master:
@@ -256,13 +231,10 @@ def setup(args, given: set, locks: list) -> Run:
         log(note)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
-        for key in ("optimizer", "scheduler", "step", "data"):
-            if key not in ckpt:
-                raise QrnnLmError(f"checkpoint {ckpt['path']} holds no training state ({key!r}); "
-                                  "it cannot be resumed (it can still be evaluated).")
+        check_resumable(ckpt)
     # the flags as the run has them (data, device), before the settings can be resolved
     flags = argparse.Namespace(**(merge_resumed_args(vars(args), ckpt, given)[0] if ckpt else vars(args)))
-    device = setup_device(flags.device or "auto", flags.amp or "off", world)
+    device = distributed.setup_device(flags.device or "auto", flags.amp or "off", world)
     data_dir, vocab, splits = load_data(flags, world.is_master, world.distributed)
     if ckpt is not None and vocab_tokens(load_vocab_dict(ckpt["vocab"], ckpt["path"])) != vocab_tokens(vocab):
         raise QrnnLmError(f"checkpoint {ckpt['path']} was trained with another vocabulary than the "
@@ -275,32 +247,6 @@ def setup(args, given: set, locks: list) -> Run:
         f"{c.vocab_size} outputs, {run.parameters / 1e6:.2f}M parameters; device {device}"
         f"{f' x{world.size}' if world.distributed else ''}")
     return run
-
-
-def setup_device(name: str, amp: str, world: World) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise QrnnLmError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
-    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", world.local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if amp != "off" and not use_cuda:
-        raise QrnnLmError(f"--amp {amp} needs a CUDA device; use --amp off on CPU.")
-    if world.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return device
-
-
-def eval_batches_for(split, eos: int, args):
-    """Evaluation batches whose figures do not depend on --eval-batch-size.
-
-    Stream batching: the whole split is one column with the state carried from
-    window to window (each token sees everything before it, as in
-    generation); --eval-batch-size only sets the window length (x --bptt).
-    Sentence batching: every line starts from a zero state anyway."""
-    if args.batching == "stream":
-        return StreamBatches(split.ids, eos, 1, args.bptt * args.eval_batch_size, train=False)
-    return make_batches(split, eos, "sentences", args.eval_batch_size, args.bptt, train=False, max_len=args.max_len)
 
 
 def setup_model(s: Settings, world: World, device: torch.device, ckpt: dict | None, vocab, splits) -> Run:
@@ -319,38 +265,17 @@ def setup_model(s: Settings, world: World, device: torch.device, ckpt: dict | No
             raise QrnnLmError(str(e).rstrip(".") + ".") from None
         raw = RNNLanguageModel(config)
     raw = raw.to(device)
-    model = raw
-    if world.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[world.local_rank] if device.type == "cuda" else None,
-            find_unused_parameters=raw.config.softmax == "adaptive")  # a tail cluster may get no gradient
-    optimizer = make_optimizer(raw, s.optimizer, s.lr, s.wdecay)
-    scaler = torch.amp.GradScaler("cuda", enabled=s.amp == "fp16")
-    state = TrainState()
+    model = distributed.wrap(raw, world, device)
+    run = Run(settings=s, world=world, device=device, ckpt=ckpt, vocab=vocab, splits=splits, model=model,
+              raw_model=raw, optimizer=make_optimizer(raw, s.optimizer, s.lr, s.wdecay), state=TrainState(),
+              scaler=torch.amp.GradScaler("cuda", enabled=s.amp == "fp16"))
     torch.manual_seed(s.seed + world.rank)  # different dropout masks on each rank
     if ckpt is not None:
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError):
-            raise QrnnLmError(f"the optimizer state in {ckpt['path']} does not match --optimizer "
-                              f"{s.optimizer}; resume with the flags it was trained with.") from None
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState.from_checkpoint(ckpt, rank=world.rank, world_size=world.size, device=device)
-        if s.batching != "stream":
-            state.rnn_state = None
-        rng = ckpt.get("rng") or []
-        if len(rng) == world.size:  # restore this rank's RNG streams
-            torch.set_rng_state(rng[world.rank]["torch"])
-            if device.type == "cuda" and rng[world.rank].get("cuda") is not None:
-                torch.cuda.set_rng_state(rng[world.rank]["cuda"])
-    return Run(settings=s, world=world, device=device, ckpt=ckpt, vocab=vocab, splits=splits, model=model,
-               raw_model=raw, optimizer=optimizer, scaler=scaler, state=state)
+        run.state = resume_training(ckpt, run.parts(), rank=world.rank, world_size=world.size, device=device)
+    return run
 
 
-# -----------------------------------------------------------------------------
-# one training step
-# -----------------------------------------------------------------------------
+# --- one training step -------------------------------------------------------
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                state=None, *, clip: float = 0.25, scaler=None, autocast=contextlib.nullcontext,
                before_update=None) -> tuple:
@@ -387,9 +312,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     return loss_value, int(nll.numel()), new_state
 
 
-# -----------------------------------------------------------------------------
-# the loop
-# -----------------------------------------------------------------------------
+# --- the loop ----------------------------------------------------------------
 def train(run: Run) -> int:
     """Train (Ctrl-C: finish the step, save, exit 130), then the final evaluation."""
     a, s = run.settings, run.state
@@ -439,7 +362,7 @@ def loop(run: Run, stop: dict) -> str:
         if "valid" in run.splits else 0.0
 
     def agree_to_go_on(loss_value):    # every rank stops at the same step
-        bad, stop["agreed"] = agree(run, not math.isfinite(loss_value), stop["sigint"])
+        bad, stop["agreed"] = distributed.agree(run.world, run.device, not math.isfinite(loss_value), stop["sigint"])
         if bad:
             where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint had been saved yet"
             raise QrnnLmError(f"the training loss became {loss_value} at step {s.step + 1}, so training "
@@ -480,7 +403,8 @@ def loop(run: Run, stop: dict) -> str:
             s.tokens += ntok * run.world.size
             run.runlog.tick(loss=f"{loss_value:.3f}", **{"tok/s": f"{acc[2] / max(clock() - t_interval, 1e-9):.0f}"})
             if s.step % a.log_interval == 0:
-                log_train(run, step_lr, acc, clock() - t_interval, index, nbatches)
+                run.runlog.train_interval(s, lr=step_lr, loss_sum=acc[0], steps=acc[1], tokens=acc[2], index=index,
+                                          nbatches=nbatches, seconds=clock() - t_interval, progress=run.progress())
                 t_interval, acc = clock(), [0.0, 0, 0]
             if stop["agreed"]:                      # Ctrl-C: save where we are, no validation
                 save_last(run)
@@ -503,33 +427,7 @@ def loop(run: Run, stop: dict) -> str:
         run.runlog.close_bar()
 
 
-def agree(run: Run, bad: bool, sigint: bool) -> tuple:
-    """Every rank stops at the same step (NCCL reduces CUDA tensors only)."""
-    flags = torch.tensor([float(bad), float(sigint)])
-    if run.world.distributed:
-        flags = flags.to(run.device)
-        dist.all_reduce(flags)
-        flags = flags.cpu()
-    return bool(flags[0] > 0), bool(flags[1] > 0)
-
-
-def log_train(run: Run, step_lr: float, acc: list, seconds: float, index: int, nbatches: int) -> None:
-    """The log line and metrics row of the steps since the last one (``seconds``: their training time)."""
-    s = run.state
-    cur = acc[0] / acc[1]
-    tok_s = acc[2] / max(seconds, 1e-9)
-    run.runlog.line(f"| epoch {s.epoch + 1 if s.batch else s.epoch:3d} | step {s.step:7d} | {index + 1:5d}/"
-                    f"{nbatches:5d} batches | lr {step_lr:.2e} | ms/batch {1000 * seconds / acc[1]:7.1f} "
-                    f"| loss {cur:5.2f} | ppl {math.exp(min(cur, 700)):8.2f} | tok/s {tok_s:7.0f} "
-                    f"| {s.elapsed / 60:5.2f} min |")
-    run.runlog.record(split="train", step=s.step, epoch=s.epoch + 1, loss=cur, ppl=math.exp(min(cur, 700)),
-                      lr=step_lr, ms_per_batch=1000 * seconds / acc[1], tok_per_s=tok_s,
-                      minutes=s.elapsed / 60, progress=run.progress(), train_seconds=s.train_seconds)
-
-
-# -----------------------------------------------------------------------------
-# validation and checkpoints
-# -----------------------------------------------------------------------------
+# --- validation and checkpoints ----------------------------------------------
 def evaluate(run: Run, name: str) -> dict:
     with run.autocast():
         nll, n = total_nll(run.raw_model, run.eval_batches[name], run.device, run.stream)
@@ -541,14 +439,8 @@ def evaluate(run: Run, name: str) -> dict:
 def save_last(run: Run) -> None:
     """Gather every rank's RNG and carried state, then rank 0 writes last.pt."""
     s = run.state
-    keep_state = run.stream and s.batch > 0
-    local = {"rng": {"torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None},
-             "state": to_plain(s.rnn_state) if keep_state else None}
-    ranks = [local]
-    if run.world.distributed:
-        ranks = [None] * run.world.size
-        dist.all_gather_object(ranks, local)
+    local = rank_snapshot(s.rnn_state if run.stream and s.batch > 0 else None, cuda=run.device.type == "cuda")
+    ranks = distributed.gather(run.world, local)
     if run.world.is_master:
         write_checkpoint(s.to_checkpoint(run.parts(), ranks), os.path.join(run.save, LAST))
 
@@ -569,8 +461,7 @@ def validate(run: Run, step_plateau: bool = True) -> float:
                 s.plateau_scale *= a.lr_decay
         improved = v["loss"] < s.best_val_loss
         s.best_val_loss = min(s.best_val_loss, v["loss"])
-        run.runlog.line(f"| validation | step {s.step:6d} | valid loss {v['loss']:5.2f} | valid ppl "
-                        f"{v['ppl']:9.2f} | valid bpc {v['bpc']:.4f} |{' best' if improved else ''}")
+        run.runlog.validation_line(s.step, v, improved)
         row = dict(split="valid", step=s.step, epoch=s.epoch, **v)
     save_last(run)
     if improved and run.world.is_master:
@@ -583,9 +474,7 @@ def validate(run: Run, step_plateau: bool = True) -> float:
     return seconds
 
 
-# -----------------------------------------------------------------------------
-# the final evaluation, with the best weights
-# -----------------------------------------------------------------------------
+# --- the final evaluation, with the best weights -----------------------------
 def final_evaluation(run: Run) -> int:
     s = run.state
     best_path = os.path.join(run.save, BEST)
@@ -594,18 +483,9 @@ def final_evaluation(run: Run) -> int:
     results = {}
     for name in ("valid", "test"):
         if name in run.eval_batches:
-            results[name] = r = evaluate(run, name)
-            run.runlog.line(f"| end of training | {name} loss {r['loss']:5.2f} | {name} ppl {r['ppl']:9.2f} "
-                            f"| {name} bpc {r['bpc']:.4f} | tokens {r['tokens']} |")
-            run.runlog.record(split=name, step=s.step, final=True, **r)
-    if run.world.is_master:
-        _plot_losses(run.runlog.metrics_path, os.path.join(run.save, "loss.png"))
-        with open(os.path.join(run.save, "results.json"), "w", encoding="utf-8") as f:
-            json.dump({"step": s.step, "tokens": s.tokens, "minutes": s.elapsed / 60, "chosen": run.settings.chosen,
-                       "parameters": run.parameters, "train_seconds": s.train_seconds,
-                       "valid_seconds": s.valid_seconds, "stop_reason": s.finished,
-                       "tokens_per_second": s.tokens / s.train_seconds if s.train_seconds > 0 else None,
-                       **results}, f, indent=1)
+            results[name] = evaluate(run, name)
+            run.runlog.final(name, s.step, results[name])
+    run.runlog.results(run.save, s, chosen=run.settings.chosen, parameters=run.parameters, **results)
     return 0
 
 
