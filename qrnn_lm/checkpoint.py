@@ -310,8 +310,8 @@ class TrainState:
     epoch: int = 0               # the epoch in progress
     batch: int = 0               # the next batch of that epoch
     elapsed: float = 0.0         # seconds of the run in all sessions, validations included (the time budget)
-    train_seconds: float = 0.0   # of which training steps: validations and checkpoint saves excluded
-    valid_seconds: float = 0.0   # of which validations and the checkpoint saves after them
+    train_seconds: float = 0.0   # training time of all sessions: validations and checkpoint saves excluded
+    valid_seconds: float = 0.0   # validations and the checkpoint saves after them, all sessions
     tokens: int = 0              # training tokens seen, all ranks
     best_val_loss: float = float("inf")
     plateau_scale: float = 1.0   # plateau schedule: lr factor so far

@@ -357,6 +357,7 @@ def loop(run: Run, stop: dict) -> str:
     a, s = run.settings, run.state
     last_good = os.path.join(run.save, LAST) if run.ckpt is not None else None
     t_session = clock() - s.elapsed    # elapsed: wall time of all sessions, validations included
+    at_start = (s.elapsed, s.train_seconds, s.valid_seconds)
     last_val_end = s.elapsed
     val_cost = estimate_validation_cost(run.splits["valid"].tokens, run.device.type == "cuda") \
         if "valid" in run.splits else 0.0
@@ -395,7 +396,7 @@ def loop(run: Run, stop: dict) -> str:
             if s.batch == 0:
                 s.rnn_state = None
             s.elapsed = clock() - t_session
-            s.train_seconds = s.elapsed - s.valid_seconds
+            s.train_seconds = at_start[1] + (s.elapsed - at_start[0]) - (s.valid_seconds - at_start[2])
             # log, validate, stop
             acc[0] += loss_value
             acc[1] += 1
@@ -451,7 +452,7 @@ def validate(run: Run, step_plateau: bool = True) -> float:
     budget mid-epoch) keeps the schedule as an uninterrupted run would
     have it, so that --resume stays exact."""
     t0 = clock()
-    a, s, improved, row = run.settings, run.state, False, None
+    a, s, improved, row, before = run.settings, run.state, False, None, run.state.valid_seconds
     if "valid" in run.eval_batches:
         v = evaluate(run, "valid")
         if step_plateau and a.schedule == "plateau":
@@ -463,11 +464,12 @@ def validate(run: Run, step_plateau: bool = True) -> float:
         s.best_val_loss = min(s.best_val_loss, v["loss"])
         run.runlog.validation_line(s.step, v, improved)
         row = dict(split="valid", step=s.step, epoch=s.epoch, **v)
+    s.valid_seconds = before + clock() - t0     # the checkpoint counts the evaluation, not its own writing
     save_last(run)
     if improved and run.world.is_master:
         copy_best(run.save)
     seconds = clock() - t0
-    s.valid_seconds += seconds
+    s.valid_seconds = before + seconds
     if row is not None:
         run.runlog.record(**row, seconds=seconds, train_seconds=s.train_seconds, valid_seconds=s.valid_seconds)
     run.raw_model.train()
