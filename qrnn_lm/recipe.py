@@ -1,17 +1,21 @@
-"""The recipe of a run: which settings it trains with, and how its
-learning rate follows its budget.
+"""The recipe of a run: which data and settings it trains with, and how
+its learning rate and validations follow its budget.
 
 - ``check_flags``: values no run can use, refused before anything starts;
 - ``choose_defaults``: the defaults rule (flags left out, from the corpus
-  size, the device and the budget); ``prepare_settings``: the ``prepare``
-  flags for --train files, and ``prepare_on_the_fly`` (the cached dataset);
+  size, the device and the budget);
+- the data: ``prepare_settings`` (the ``prepare`` flags for --train files),
+  ``prepare_on_the_fly`` (the cached dataset), ``load_data``,
+  ``eval_batches_for``;
 - the resume policy: ``FIXED_ON_RESUME``, ``CHANGEABLE_ON_RESUME``,
   ``STATIC_DEFAULTS``, ``merge_resumed_args`` and ``fill_defaults``;
 - ``resolve_settings``: the flags resolved once into a read-only
   ``Settings`` (given, else the resumed run's, else a static default, else
-  chosen by the rule), with the "changed on resume" and "chosen for this
-  run" lines printed;
-- the schedule: ``budget_progress`` and ``lr_at``.
+  chosen by the rule), printing the "changed on resume" and "chosen for
+  this run" lines;
+- the schedule: ``budget_progress``, ``lr_at`` and ``budget_reason``;
+  ``model_config`` and ``make_optimizer``; when to validate
+  (``validation_due``, ``estimate_validation_cost``).
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ import shutil
 import sys
 
 import numpy as np
+import torch
 
 from .corpus import check_input_file
 from .data import StreamBatches, load_split, make_batches
 from .errors import QrnnLmError
+from .model import ModelConfig
 from .rundir import ensure_writable_dir
 
 PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_depth", "workers", "seed")
@@ -416,22 +422,6 @@ def lr_at(step: int, progress: float, *, peak: float, warmup_steps: int, schedul
     return peak * w * f
 
 
-def make_optimizer(model, name: str, lr: float, wdecay: float):
-    """Weight decay on trainable matrices (and, for SGD as in awd-lstm-lm, on all
-    trainable parameters).  Frozen parameters are left out; parameters whose
-    ``grad`` is None in a step (an adaptive-softmax cluster no target hit,
-    with zero_grad(set_to_none=True)) are skipped by torch's optimizers, decay
-    included, instead of failing the step."""
-    import torch
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wdecay)
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": wdecay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
 def budget_reason(settings, *, step: int, elapsed: float) -> str:
     """Why a run whose budget is spent stopped, naming the bound."""
     a = settings
@@ -440,6 +430,36 @@ def budget_reason(settings, *, step: int, elapsed: float) -> str:
     if a.max_minutes and elapsed >= 60 * a.max_minutes:
         return f"reached --max-minutes {a.max_minutes:g}"
     return f"reached --epochs {a.epochs}"
+
+
+# -----------------------------------------------------------------------------
+# the model and the optimizer of a new run
+# -----------------------------------------------------------------------------
+def model_config(settings, vocab_size: int):
+    """The ModelConfig of a new run's settings (a shape the model refuses: one sentence)."""
+    s = settings
+    try:
+        return ModelConfig(vocab_size=vocab_size, rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
+                           window=s.window, zoneout=s.zoneout, dropout=s.dropout, dropouth=s.dropouth,
+                           dropouti=s.dropouti, dropoute=s.dropoute, tied=s.tied, softmax=s.softmax,
+                           cutoffs=s.cutoffs or [])
+    except ValueError as e:
+        raise QrnnLmError(str(e).rstrip(".") + ".") from None
+
+
+def make_optimizer(model, name: str, lr: float, wdecay: float):
+    """Weight decay on trainable matrices (and, for SGD as in awd-lstm-lm, on all
+    trainable parameters).  Frozen parameters are left out; parameters whose
+    ``grad`` is None in a step (an adaptive-softmax cluster no target hit,
+    with zero_grad(set_to_none=True)) are skipped by torch's optimizers, decay
+    included, instead of failing the step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wdecay)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": wdecay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
 # -----------------------------------------------------------------------------

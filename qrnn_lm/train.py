@@ -37,12 +37,12 @@ from qrnn_lm.data import make_batches
 from qrnn_lm.distributed import World
 from qrnn_lm.errors import ExitCode, QrnnLmError, run_command
 from qrnn_lm.lm import bits_per_char, total_nll
-from qrnn_lm.model import ModelConfig, RNNLanguageModel
+from qrnn_lm.model import RNNLanguageModel
 from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS, STATIC_DEFAULTS,  # noqa: F401
                             PrepareFailed, Settings, budget_progress, budget_reason, check_flags, choose_defaults,
                             estimate_validation_cost, eval_batches_for, fill_defaults, load_data, lr_at, make_optimizer,
-                            merge_resumed_args, prepare_on_the_fly, prepare_settings, resolve_settings,
-                            resolve_vectors_path, validation_due)
+                            merge_resumed_args, model_config, prepare_on_the_fly, prepare_settings,
+                            resolve_settings, resolve_vectors_path, validation_due)
 from qrnn_lm.rundir import (BEST, LAST, LOCK, RunLock, copy_best, ensure_writable_dir,  # noqa: F401
                             remove_orphan_temp_files, resolve_run)
 from qrnn_lm.runlog import RunLog, _plot_losses  # noqa: F401
@@ -253,18 +253,7 @@ def setup_model(s: Settings, world: World, device: torch.device, ckpt: dict | No
     """Build the model (or the resumed run's), the optimizer and the state,
     restoring the resumed run's optimizer, grad scaler, state and RNG."""
     torch.manual_seed(s.seed)
-    if ckpt is not None:
-        raw = build_model(ckpt, vocab)
-    else:
-        try:
-            config = ModelConfig(vocab_size=len(vocab), rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
-                                 window=s.window, zoneout=s.zoneout, dropout=s.dropout, dropouth=s.dropouth,
-                                 dropouti=s.dropouti, dropoute=s.dropoute, tied=s.tied, softmax=s.softmax,
-                                 cutoffs=s.cutoffs or [])
-        except ValueError as e:
-            raise QrnnLmError(str(e).rstrip(".") + ".") from None
-        raw = RNNLanguageModel(config)
-    raw = raw.to(device)
+    raw = (build_model(ckpt, vocab) if ckpt is not None else RNNLanguageModel(model_config(s, len(vocab)))).to(device)
     model = distributed.wrap(raw, world, device)
     run = Run(settings=s, world=world, device=device, ckpt=ckpt, vocab=vocab, splits=splits, model=model,
               raw_model=raw, optimizer=make_optimizer(raw, s.optimizer, s.lr, s.wdecay), state=TrainState(),
