@@ -40,6 +40,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from qrnn_lm.model import ModelConfig, RNNLanguageModel  # noqa: E402
+from qrnn_lm.train import train_step  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "data", "ja-debian-docs")
 
@@ -70,21 +71,17 @@ class Trainer:
         self.it, self.state = batches.epoch(0), None
 
     def step(self) -> tuple:
-        """-> (seconds, target tokens) of one step: forward, backward, clip, SGD."""
+        """-> (seconds, target tokens) of one step: forward, backward, clip, SGD
+        (train.py's ``train_step``)."""
         _, x, y = next(self.it)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         x, y = x.to(self.device), y.to(self.device)
-        self.state = self.model.detach_state(self.state)
-        nll, self.state = self.model(x, self.state, targets=y)
-        self.opt.zero_grad(set_to_none=True)
-        nll.mean().backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
-        self.opt.step()
+        _, ntok, self.state = train_step(self.model, self.opt, x, y, self.state, clip=0.25)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t0, y.numel()
+        return time.perf_counter() - t0, ntok
 
 
 def bench_speed(args, device) -> list:
@@ -157,11 +154,7 @@ def memory_step(cfg: dict, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     model = RNNLanguageModel(mc).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=1.2e-6)
-    nll, _ = model(x.to(device), targets=y.to(device))
-    opt.zero_grad(set_to_none=True)
-    nll.mean().backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-    opt.step()
+    train_step(model, opt, x.to(device), y.to(device), clip=0.25)
     out = dict(cfg, params=sum(p.numel() for p in model.parameters()), device=str(device))
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -6,230 +6,23 @@
     lm.generate("Debian は", max_tokens=50, seed=0)    # readable text, no bucket tokens
 
 Checkpoints are plain dicts read with ``torch.load(weights_only=True)``, so a
-checkpoint file can never run code.  This module also holds the checkpoint
-file helpers that train.py uses (atomic save, checked load) and
-:func:`vectors_from_checkpoint` (word vectors for ``prepare --vectors``).
+checkpoint file can never run code; reading and writing them is
+qrnn_lm/checkpoint.py (its names are also importable from here).  This module
+scores text (``total_nll``, ``bits_per_char``) and holds ``LanguageModel``.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import os
-import pickle
-import zipfile
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from qrnn_lm.checkpoint import (BEST, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LAST,  # noqa: F401 (old names)
+                                build_model, inference_settings, load_checkpoint, load_vocab_dict,
+                                resolve_checkpoint, save_checkpoint, vectors_from_checkpoint, vocab_tokens)
 from qrnn_lm.errors import QrnnLmError
-from qrnn_lm.model import ModelConfig, RNNLanguageModel
-
-CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
-CHECKPOINT_VERSION = 1
-BEST, LAST = "best.pt", "last.pt"
-
-
-# ---------------------------------------------------------------------------
-# checkpoint files
-# ---------------------------------------------------------------------------
-def save_checkpoint(ckpt: dict, path: str) -> None:
-    """Write ``ckpt`` to ``path`` atomically: a temp file in the same folder,
-    flushed to disk, then renamed over ``path`` -- a crash or Ctrl-C mid-write
-    never leaves a half-written checkpoint under the real name."""
-    ckpt = dict(ckpt, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A run directory -> its best checkpoint (else its last); a file -> itself."""
-    if os.path.isdir(path):
-        for name in (BEST, LAST):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise QrnnLmError(f"the run directory {path} holds no checkpoint ({BEST} or {LAST}); "
-                          "train with --save DIR first or give a checkpoint file.")
-    if not os.path.isfile(path):
-        raise QrnnLmError(f"checkpoint {path} does not exist; give a run directory written by --save or a .pt file.")
-    return path
-
-
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load and check a checkpoint file (or the best one of a run directory)."""
-    path = resolve_checkpoint(path)
-    if os.path.getsize(path) == 0:
-        raise QrnnLmError(f"checkpoint {path} is empty (0 bytes); use another checkpoint or train again.")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise QrnnLmError(f"{path} is not a qrnn_lm checkpoint: it holds objects other than tensors and plain "
-                          "data, and was not loaded because that could run code.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-        what = "truncated or damaged" if zipfile.is_zipfile(path) or "zip" in str(e).lower() else "not a checkpoint file"
-        raise QrnnLmError(f"cannot read checkpoint {path}: the file is {what}; "
-                          "use another checkpoint (e.g. last.pt beside it) or train again.") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise QrnnLmError(f"{path} is not a qrnn_lm checkpoint (no model, config and vocabulary in it); "
-                          "give a file written by train.py --save.")
-    for key in ("model", "config", "vocab"):
-        if key not in ckpt:
-            raise QrnnLmError(f"checkpoint {path} has no {key!r} entry; it is incomplete, train again.")
-    ckpt["path"] = path
-    return ckpt
-
-
-def vocab_tokens(vocab) -> list:
-    """The output vocabulary as a list of strings, for comparing two vocabularies."""
-    return [vocab.id_to_token(i) for i in range(len(vocab))]
-
-
-def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
-    """The model of a loaded checkpoint, with its weights, after checking it
-    belongs to ``vocab``."""
-    try:
-        config = ModelConfig.from_dict(ckpt["config"])
-    except (TypeError, ValueError) as e:
-        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has an invalid model config ({e}).") from None
-    if config.vocab_size != len(vocab):
-        raise QrnnLmError(f"checkpoint {ckpt.get('path')} predicts {config.vocab_size} outputs but its vocabulary "
-                          f"has {len(vocab)}: it mixes two vocabularies; use a checkpoint written by train.py.")
-    model = RNNLanguageModel(config)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise QrnnLmError(f"the weights in checkpoint {ckpt.get('path')} do not fit its model config; "
-                          "the file is damaged or from another version, train again.") from None
-    return model
-
-
-def load_vocab_dict(d: dict, path: str = "checkpoint"):
-    from qrnn_lm.vocab import Vocabulary
-    Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
-                           "use another checkpoint or train again")
-    try:
-        return Vocabulary.from_dict(d)
-    except QrnnLmError:
-        raise
-    except Exception as e:  # a malformed dict can fail in many ways; say where it came from
-        raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
-                          "the checkpoint is damaged or from another version.") from None
-
-
-def vectors_from_checkpoint(path: str, words: Sequence[str], stream=None, types=None, *,
-                            window: int = 256, columns: int = 32,
-                            max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Word vectors from a trained qrnn_lm checkpoint (a file or a run directory).
-
-    With ``stream`` (int (N,) type ids of the training text, 0 = ``</s>``) and
-    ``types`` (the (surface, POS) of each type id; ``types[0]`` unused): the
-    *context vector* of each word, the mean over its occurrences of the
-    model's last hidden state just before it -- what the model has seen when
-    it must predict the word.  The model reads the text as the checkpoint's
-    vocabulary maps it (any vocabulary of the same tokenizer), in ``columns``
-    contiguous columns of windows of ``window`` tokens with the state carried,
-    like evaluation; ``max_tokens`` reads only the start of the text.  Words
-    that never occur (or only first in a column) have no vector.
-
-    Without ``stream``: the input embeddings of ``words`` (only words the
-    checkpoint's model kept have one; useful with a model trained on a larger
-    ``--vocab-size``).  Returns (float32 (n, d) L2-normalised, has_vector
-    bool (n,)).
-    """
-    hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
-    what = f"cannot read word vectors from --vectors {path}"
-    path_file = resolve_checkpoint(path)
-    try:
-        size = os.path.getsize(path_file)
-    except OSError as e:
-        raise QrnnLmError(f"{what} ({e.strerror or e}).") from None
-    if size == 0:
-        raise QrnnLmError(f"{what}: it is empty (0 bytes); {hint}.")
-    try:
-        ckpt = torch.load(path_file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's own message would suggest loading it unsafely: never pass it on
-        if "can still be loaded" in str(e):
-            raise QrnnLmError(f"{what}: it holds Python objects other than tensors and plain data "
-                              f"and was not loaded, because loading it could run code; {hint}.") from None
-        raise QrnnLmError(f"{what}: it is not a torch checkpoint; {hint}.") from None
-    except Exception:  # truncated zip, random bytes, another format: never a traceback
-        raise QrnnLmError(f"{what}: it is truncated, damaged or not a torch checkpoint; {hint}.") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("vocab"), dict) \
-            or not isinstance(ckpt.get("model"), dict):
-        raise QrnnLmError(f"{what}: it is not a qrnn_lm checkpoint (no model and vocabulary in it); {hint}.")
-    old = load_vocab_dict(ckpt["vocab"], path)
-    state = ckpt["model"]
-    if stream is None:
-        return _embedding_vectors(state, old, words, what, hint)
-    if not isinstance(ckpt.get("config"), dict):
-        raise QrnnLmError(f"{what}: it has no model config, so its model cannot be run; {hint}.")
-    ckpt["path"] = path_file
-    model = build_model(ckpt, old).eval()
-    row_of = {w: i for i, w in enumerate(words)}
-    type_row = np.full(len(types), -1, dtype=np.int64)
-    type_id = np.full(len(types), old.eos_id, dtype=np.int64)
-    for g in range(1, len(types)):
-        type_id[g] = old.lookup(*types[g])[0]
-        type_row[g] = row_of.get(types[g][0], -1)
-    n = len(stream) if max_tokens is None else min(len(stream), max_tokens)
-    col_len = n // columns
-    if col_len < 2:
-        raise QrnnLmError(f"the training text is too short ({n} tokens) for context vectors.")
-    d = model.output_size
-    sums = torch.zeros(len(words), d, dtype=torch.float64)
-    counts = torch.zeros(len(words), dtype=torch.float64)
-    grid = np.asarray(stream[:col_len * columns]).reshape(columns, col_len).T  # (T, B)
-    hidden = None
-    with torch.no_grad():
-        for t0 in range(0, col_len - 1, window):
-            t1 = min(col_len - 1, t0 + window)
-            x = torch.from_numpy(type_id[grid[t0:t1]])
-            feats, hidden = model(x, hidden)
-            rows = torch.from_numpy(type_row[grid[t0 + 1:t1 + 1]]).reshape(-1)
-            keep = rows >= 0
-            if bool(keep.any()):
-                f = feats.reshape(-1, d)[keep].double()
-                sums.index_add_(0, rows[keep], f)
-                counts.index_add_(0, rows[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
-    has = (counts > 0).numpy()
-    x = (sums / counts.clamp_min(1)[:, None]).float().numpy()
-    # centre: the mean state is shared by all words and would dominate cosine distances
-    if has.any():
-        x[has] -= x[has].mean(axis=0, keepdims=True)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    has &= norm[:, 0] > 0
-    return x / np.maximum(norm, 1e-12), has
-
-
-def _embedding_vectors(state, old, words, what, hint):
-    weight = state.get("encoder.weight")
-    if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == len(old)):
-        cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")
-                 and v.dim() == 2 and v.shape[0] == len(old)]
-        if not cands:
-            raise QrnnLmError(f"{what}: it has no input embedding matrix with {len(old)} rows; {hint}.")
-        weight = cands[0]
-    if not weight.is_floating_point() or weight.shape[1] == 0:
-        raise QrnnLmError(f"{what}: its embedding matrix is empty or not floating point; {hint}.")
-    w = weight.float().numpy()
-    x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
-    has = np.zeros(len(words), dtype=bool)
-    for i, word in enumerate(words):
-        j = old.word_to_id.get(word)
-        if j is not None:
-            x[i], has[i] = w[j], True
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    has &= n[:, 0] > 0
-    return x / np.maximum(n, 1e-12), has
+from qrnn_lm.model import RNNLanguageModel
 
 
 # ---------------------------------------------------------------------------
@@ -288,9 +81,7 @@ class LanguageModel:
         ckpt = load_checkpoint(path)
         vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
         model = build_model(ckpt, vocab)
-        args = ckpt.get("args") or {}
-        return cls(model, vocab, batching=args.get("batching", "stream"), bptt=int(args.get("bptt") or 70),
-                   max_len=args.get("max_len"), device=device)
+        return cls(model, vocab, **inference_settings(ckpt), device=device)
 
     # -- score -------------------------------------------------------------
     def encode_text(self, text: str) -> tuple:

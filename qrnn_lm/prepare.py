@@ -23,14 +23,9 @@ it only when complete; ``OUT`` must be new or empty unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import json
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 import warnings
 
@@ -39,6 +34,9 @@ import numpy as np
 from .corpus import TextFiles, TextNormalizer, read_text, source_from_flags
 from .errors import QrnnLmError, run_command
 from .prepare_settings import PrepareSettings, build_parser, check_settings
+from .rundir import (_STAGE_TAG, _check_out, _remove_orphan_parts,  # noqa: F401 (old names)
+                     _stage_prefix, os_error_reason, pid_alive, remove_stale_staging,
+                     staged_output, writing as _writing)
 from .tokenizers import (CharTokenizer, MecabTokenizer, TOKENIZERS, tokenize_stream,
                          train_sentencepiece)
 from .vocab import Vocabulary
@@ -46,18 +44,6 @@ from .wordvec import exchange_clusters, fasttext_vectors, ppmi_svd_vectors, vec_
 
 SPLITS = ("train", "valid", "test")
 _COPY_CHUNK = 1 << 22
-
-
-@contextlib.contextmanager
-def _writing(path: str):
-    """Give an OSError raised while writing ``path`` that file's name (a
-    failed ``write()`` carries none)."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is None:
-            e.filename = path
-        raise
 
 
 def _write_npy(path: str, n: int, dtype, chunks) -> None:
@@ -282,172 +268,6 @@ def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Voca
                           _source_name(paths[split], out, final))
     log(f"done in {time.time() - t0:.1f}s: wrote {os.path.abspath(final)}")
     return vocab
-
-
-# --------------------------------------------------------------------------
-# the output directory: staged beside --out, swapped in when complete
-# --------------------------------------------------------------------------
-
-_STAGE_TAG = ".prepare-"
-
-
-def _stage_prefix(out: str) -> str:
-    return f".{os.path.basename(out)}{_STAGE_TAG}{socket.gethostname()}-"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (a zombie -- killed,
-    not yet reaped -- does not).  Used for prepare's staging directories and
-    train.py's run-directory lock."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:   # e.g. another user's process: it exists
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    return True
-
-
-def remove_stale_staging(parent: str, log=None) -> None:
-    """Remove what killed runs of ``prepare`` left in ``parent``: staging
-    directories ``.NAME.prepare-HOST-PID-*`` of this host whose process is gone."""
-    marker = f"{_STAGE_TAG}{socket.gethostname()}-"
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(".") or marker not in name:
-            continue
-        pid = name.rsplit(marker, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-            if log:
-                log(f"removed {os.path.join(parent, name)}, left by an interrupted prepare")
-
-
-def _remove_orphan_parts(out: str, log=None) -> None:
-    """``*.npy.tmp`` / ``vocab.json.tmp`` inside ``out``: raw parts that an
-    earlier prepare writing directly into ``out`` left when it failed."""
-    try:
-        names = os.listdir(out)
-    except OSError:
-        return
-    for name in names:
-        if name.endswith((".npy.tmp", "vocab.json.tmp")):
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(out, name))
-                if log:
-                    log(f"removed {os.path.join(out, name)}, left by a failed prepare")
-
-
-def _check_out(out: str, force: bool, inputs: dict) -> str:
-    """The absolute --out path after checking it can become the dataset."""
-    if not out:
-        raise QrnnLmError("--out must name a directory.")
-    path = os.path.realpath(out)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise QrnnLmError(f"--out {out} is a file, not a directory; give a directory path.")
-    anc = os.path.dirname(path)
-    while anc and not os.path.exists(anc):
-        anc = os.path.dirname(anc)
-    if anc and not os.path.isdir(anc):
-        raise QrnnLmError(f"--out {out} cannot be created because {anc} is a file, not a "
-                          "directory.")
-    if os.path.isdir(path) and os.listdir(path):
-        if not force:
-            raise QrnnLmError(f"--out {out} is not empty (it holds {sorted(os.listdir(path))[0]}"
-                              f"{' and more' if len(os.listdir(path)) > 1 else ''}); give a new "
-                              "or empty directory, or --force to replace it whole.")
-        cwd = os.path.realpath(os.getcwd())
-        if cwd == path or cwd.startswith(path + os.sep):
-            raise QrnnLmError(f"--force would delete --out {out}, which holds the current "
-                              "directory; run prepare from elsewhere.")
-        for flag, p in inputs.items():
-            if p is None:
-                continue
-            rp = os.path.realpath(p)
-            if rp == path or rp.startswith(path + os.sep):
-                raise QrnnLmError(f"{flag} {p} lies inside --out {out}, which --force would "
-                                  "delete; move it out of that directory first.")
-    return path
-
-
-@contextlib.contextmanager
-def staged_output(out: str, *, force: bool = False, inputs: dict | None = None, log=None):
-    """Yield a new directory beside ``out`` to write a dataset into; when the
-    block ends without an exception it replaces ``out`` (which must be new or
-    empty unless ``force``), otherwise it is deleted and ``out`` is untouched.
-    An OSError inside the block becomes a QrnnLmError naming the file."""
-    if out and os.path.isdir(out):
-        _remove_orphan_parts(os.path.realpath(out), log)
-    path = _check_out(out, force, inputs or {})
-    parent = os.path.dirname(path)
-    remove_stale_staging(parent, log)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-", dir=parent)
-    except OSError as e:
-        if isinstance(e.filename, str) and _STAGE_TAG in e.filename:
-            e.filename = parent   # the staging directory is an internal name
-        raise QrnnLmError(f"cannot create --out {out}: {os_error_reason(e)}.") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        yield tmp
-        old = None
-        cwd = os.path.realpath(os.getcwd())
-        if os.path.isdir(path) and not os.listdir(path) and (
-                cwd == path or cwd.startswith(path + os.sep)):
-            # an empty --out that is (or holds) the working directory stays in
-            # place: move the files in, vocab.json last
-            names = sorted(os.listdir(tmp), key=lambda n: n == "vocab.json")
-            for name in names:
-                os.replace(os.path.join(tmp, name), os.path.join(path, name))
-            os.rmdir(tmp)
-            return
-        if os.path.isdir(path):
-            if os.listdir(path):
-                old = tempfile.mkdtemp(prefix=_stage_prefix(path) + f"{os.getpid()}-old-",
-                                       dir=parent)
-                os.replace(path, os.path.join(old, "dataset"))
-            else:
-                os.rmdir(path)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        name = e.filename if isinstance(e.filename, str) else None
-        if name and os.path.abspath(name).startswith(tmp + os.sep):
-            e.filename = os.path.join(out, os.path.relpath(os.path.abspath(name), tmp))
-        raise QrnnLmError(f"cannot write the dataset: {os_error_reason(e)}; the partial files "
-                          f"were removed and --out {out} is as it was before.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def os_error_reason(e: OSError) -> str:
-    """The cause of an OSError in a few words, naming its file."""
-    name = f" (writing {e.filename})" if e.filename else ""
-    if e.errno == errno.ENOSPC:
-        return f"the disk is full{name}, free some space and run prepare again"
-    if e.errno == errno.EDQUOT:
-        return f"the disk quota is exceeded{name}, free some space and run prepare again"
-    name = f" ({e.filename})" if e.filename else ""
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied{name}, choose a place you can write to"
-    if e.errno == errno.EROFS:
-        return f"the file system is read-only{name}, choose a writable place"
-    if e.errno == errno.ENOTDIR:
-        return f"a part of the path is a file, not a directory{name}"
-    return f"{e.strerror or e}{name}"
 
 
 def _surface_stream(type_stream, types: list):

@@ -1,5 +1,7 @@
 """Language model and batching: units."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,36 @@ def test_sentence_batches_cover_all_tokens_and_split_by_rank():
     for g in g0:  # grouped by length: little padding waste
         lens = tr[0].length[g]
         assert lens.max() - lens.min() <= 3
+
+
+# ---------------------------------------------------------------------------
+# the checkpoint's inference block
+# ---------------------------------------------------------------------------
+def test_inference_reads_the_checkpoint_inference_block(char_data, tmp_path):
+    """New checkpoints say how to read text (batching, bptt, max_len) in their
+    own block; LanguageModel reads it, and derives it from train.py's flags
+    for checkpoints written before the block existed."""
+    from qrnn_lm import train as train_mod
+    from qrnn_lm.checkpoint import inference_settings
+    from qrnn_lm.lm import LanguageModel, load_checkpoint, save_checkpoint
+    from conftest import TINY
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--batching", "sentences",
+                           "--max-steps", "2"]) == 0
+    ck = load_checkpoint(run)
+    assert ck["inference"] == {"batching": "sentences", "bptt": 12, "max_len": 48}
+    assert ck["args"]["bptt"] == 12                       # still there: --resume reads it
+    lm = LanguageModel.from_checkpoint(run)
+    assert (lm.batching, lm.bptt, lm.max_len) == ("sentences", 12, 48)
+    path = str(tmp_path / "other.pt")
+    ck["inference"] = {"batching": "stream", "bptt": 20, "max_len": None}
+    save_checkpoint(ck, path)
+    lm = LanguageModel.from_checkpoint(path)
+    assert (lm.batching, lm.bptt, lm.max_len) == ("stream", 20, 80)
+    del ck["inference"]                                  # an older checkpoint: from its args
+    save_checkpoint(ck, path)
+    assert inference_settings(load_checkpoint(path)) == {"batching": "sentences", "bptt": 12, "max_len": None}
+    lm = LanguageModel.from_checkpoint(path)
+    assert (lm.batching, lm.bptt, lm.max_len) == ("sentences", 12, 48)
+    score = lm.score("猫が本を読む。")
+    assert score["tokens"] > 0 and math.isfinite(score["bpc"])

@@ -53,12 +53,12 @@ def test_resume_from_elsewhere_starts_a_new_run_in_an_empty_save(char_data, tmp_
 
 def test_resume_rundir_continues_last_not_best(char_data, tmp_path, monkeypatch, capsys):
     run = str(tmp_path / "run")
-    orig = train_mod.Trainer.evaluate
+    orig = train_mod.evaluate
 
-    def worse_after_step_2(self, name):   # validation gets worse: best.pt stays at step 2
-        r = orig(self, name)
-        return dict(r, loss=r["loss"] + (0 if self.state.step <= 2 else 10))
-    monkeypatch.setattr(train_mod.Trainer, "evaluate", worse_after_step_2)
+    def worse_after_step_2(run, name):   # validation gets worse: best.pt stays at step 2
+        r = orig(run, name)
+        return dict(r, loss=r["loss"] + (0 if run.state.step <= 2 else 10))
+    monkeypatch.setattr(train_mod, "evaluate", worse_after_step_2)
     start(char_data, run, "--eval-interval", "2", steps=8)
     monkeypatch.undo()
     best, last = load_checkpoint(os.path.join(run, "best.pt")), load_checkpoint(os.path.join(run, "last.pt"))
@@ -143,12 +143,12 @@ def test_a_stale_lock_is_taken_over_and_released(char_data, tmp_path, capsys):
 def test_lock_is_held_while_training(char_data, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
     seen = []
-    orig = train_mod.Trainer.checkpoint
+    orig = train_mod.save_last
 
-    def checkpoint(self):
+    def save_last(r):
         seen.append(json.load(open(os.path.join(run, "lock"))))
-        return orig(self)
-    monkeypatch.setattr(train_mod.Trainer, "checkpoint", checkpoint)
+        return orig(r)
+    monkeypatch.setattr(train_mod, "save_last", save_last)
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "2"]) == 0
     assert seen and seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
     assert not os.path.exists(os.path.join(run, "lock"))

@@ -24,7 +24,7 @@ def metrics(run):
 
 
 def train_losses(run):
-    return {r["step"]: r["loss"] for r in metrics(run) if r["split"] == "train"}
+    return {r["step"]: r["loss"] for r in metrics(run) if r.get("split") == "train"}
 
 
 def run_train(argv, capsys=None):
@@ -111,7 +111,7 @@ class FakeClock:
 
 
 def train_lrs(run):
-    return {r["step"]: r["lr"] for r in metrics(run) if r["split"] == "train"}
+    return {r["step"]: r["lr"] for r in metrics(run) if r.get("split") == "train"}
 
 
 def test_time_budget_schedule_and_exact_resume(char_data, tmp_path, monkeypatch, capsys):
@@ -168,7 +168,7 @@ def test_plateau_schedule_still_available(char_data, tmp_path):
     run = str(tmp_path / "run")
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "3", "--schedule", "plateau",
                            "--lr-decay", "0.5", "--lr", "0.01", "--fixed-bptt", "--log-interval", "1"]) == 0
-    valid = [r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    valid = [r["loss"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final")]
     assert len(valid) == 3                              # once an epoch
     lrs = list(train_lrs(run).values())
     assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] in (0.01, 0.005, 0.0025)
@@ -237,16 +237,16 @@ def test_budget_stop_mid_epoch_validates_final_weights(char_data, tmp_path):
     run = str(tmp_path / "run")
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--epochs", "50", "--lr", "0.05",
                            "--max-steps", "9", "--eval-interval", "4", "--log-interval", "1"]) == 0
-    valid_steps = [r["step"] for r in metrics(run) if r["split"] == "valid" and not r.get("final")]
+    valid_steps = [r["step"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final")]
     assert valid_steps == [4, 8, 9], valid_steps
     best = load_checkpoint(os.path.join(run, "best.pt"))
-    best_loss = min(r["loss"] for r in metrics(run) if r["split"] == "valid" and not r.get("final"))
+    best_loss = min(r["loss"] for r in metrics(run) if r.get("split") == "valid" and not r.get("final"))
     assert best["best_val_loss"] == pytest.approx(best_loss)
     # a budget that ends on a validation step validates once, not twice
     run8 = str(tmp_path / "run8")
     assert train_mod.main(["--data", char_data, "--save", run8, *TINY, "--epochs", "50", "--lr", "0.05",
                            "--max-steps", "8", "--eval-interval", "4", "--log-interval", "1"]) == 0
-    assert [r["step"] for r in metrics(run8) if r["split"] == "valid" and not r.get("final")] == [4, 8]
+    assert [r["step"] for r in metrics(run8) if r.get("split") == "valid" and not r.get("final")] == [4, 8]
 
 
 def test_new_run_never_overwrites_a_saved_run(char_data, tmp_path, capsys):
@@ -318,7 +318,7 @@ def test_ddp_two_cpu_processes(char_data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     rows = metrics(run)
     # only rank 0 logs: one train row per interval, not two
-    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+    assert [r["step"] for r in rows if r.get("split") == "train"] == [2, 4]
     ckpt = load_checkpoint(os.path.join(run, "last.pt"))
     assert len(ckpt["rng"]) == 2 and len(ckpt["data"]["state"]) == 2
     # each rank carried its own state (its own columns of the stream)
@@ -435,3 +435,94 @@ def test_train_resume_and_generate_on_cuda(char_data, tmp_path, rnn, amp, batchi
     text = lm.generate("ab", max_tokens=20, seed=0)
     assert text.startswith("ab") and len(text) > 2
     assert math.isfinite(lm.score("abc ab")["bpc"])
+
+
+# ---------------------------------------------------------------------------
+# what experiments read: metrics.jsonl and results.json, never stdout
+# ---------------------------------------------------------------------------
+def slow_validation(monkeypatch, clock, seconds=5.0):
+    """Every evaluation takes ``seconds`` on the fake clock."""
+    orig = train_mod.evaluate
+
+    def evaluate(run, name):
+        clock.now += seconds
+        return orig(run, name)
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+
+
+def test_metrics_and_results_say_where_the_time_went(char_data, tmp_path, monkeypatch):
+    """One fake second a training step, five a validation: the start row of
+    each session, training time without validations (and speeds over it),
+    each validation's seconds, and results.json's totals, kept over --resume."""
+    run = str(tmp_path / "run")
+    common = ["--data", char_data, *TINY, "--fixed-bptt", "--eval-interval", "3", "--log-interval", "3"]
+    slow_validation(monkeypatch, FakeClock(monkeypatch))
+    assert train_mod.main(common + ["--save", run, "--max-steps", "6"]) == 0
+    rows = metrics(run)
+    params = sum(v.numel() for v in load_checkpoint(run)["model"].values())
+    assert rows[0] == {"event": "start", "step": 0, "parameters": params, "settings": rows[0]["settings"],
+                       "device": "cpu", "world_size": 1}
+    assert rows[0]["settings"]["batch_size"] == 4 and rows[0]["settings"]["max_steps"] == 6
+    assert rows[0]["settings"]["save"] == run and rows[0]["settings"]["emsize"] == 16
+    train = [r for r in rows if r.get("split") == "train"]
+    assert [(r["step"], r["train_seconds"]) for r in train] == [(3, 3.0), (6, 6.0)]
+    assert all(r["ms_per_batch"] == pytest.approx(1000.0) for r in train)    # validations not counted
+    assert all(r["tok_per_s"] == pytest.approx(4 * 12 / 1.0) for r in train)
+    valid = [r for r in rows if r.get("split") == "valid" and not r.get("final")]
+    assert [(r["step"], r["seconds"], r["train_seconds"], r["valid_seconds"]) for r in valid] == \
+        [(3, 5.0, 3.0, 5.0), (6, 5.0, 6.0, 10.0)]
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert res["parameters"] == params and res["stop_reason"] == "reached --max-steps 6"
+    assert (res["train_seconds"], res["valid_seconds"]) == (6.0, 10.0)
+    assert res["tokens_per_second"] == pytest.approx(res["tokens"] / 6.0) and res["tokens"] == 6 * 4 * 12
+    assert res["valid"]["tokens"] > 0 and res["test"]["tokens"] > 0
+    # a second session: its own start row, the counters go on
+    old = str(tmp_path / "old")
+    import shutil
+    shutil.copytree(run, old)
+    slow_validation(monkeypatch, FakeClock(monkeypatch))
+    assert train_mod.main(["--save", run, "--resume", "--max-steps", "9"]) == 0
+    starts = [r for r in metrics(run) if r.get("event") == "start"]
+    assert [r["step"] for r in starts] == [0, 6] and starts[1]["settings"]["max_steps"] == 9
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert (res["train_seconds"], res["valid_seconds"], res["stop_reason"]) == (9.0, 15.0, "reached --max-steps 9")
+    # a checkpoint written before these counters: all its time counts as training
+    from qrnn_lm.lm import save_checkpoint
+    ck = load_checkpoint(os.path.join(old, "last.pt"))
+    assert (ck["elapsed"], ck["train_seconds"], ck["valid_seconds"]) == (11.0, 6.0, 10.0)
+    for key in ("train_seconds", "valid_seconds", "path"):
+        del ck[key]
+    save_checkpoint(ck, os.path.join(old, "last.pt"))
+    slow_validation(monkeypatch, FakeClock(monkeypatch))
+    assert train_mod.main(["--save", old, "--resume", "--max-steps", "9"]) == 0
+    res = json.load(open(os.path.join(old, "results.json")))
+    assert (res["train_seconds"], res["valid_seconds"]) == (14.0, 5.0)
+
+
+def test_train_step_is_one_whole_step():
+    """train_step: forward, backward, clipping and the optimizer step, the
+    state carried and cut from its graph; a benchmark calls it as is."""
+    from qrnn_lm.model import ModelConfig
+    torch.manual_seed(0)
+    model = RNNLanguageModel(ModelConfig(vocab_size=20, emsize=8, nhid=12, nlayers=2, dropout=0.0, dropouth=0.0,
+                                         dropouti=0.0, dropoute=0.0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randint(0, 20, (6, 3)), torch.randint(0, 20, (6, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    seen = []
+    loss, ntok, state = train_step_and_check(model, opt, x, y, seen)
+    assert ntok == 18 and seen == [loss] and math.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    loss2, _, state2 = train_step_and_check(model, opt, x, y, seen, state)
+    assert loss2 < loss and state2 is not None
+
+    def refuse(loss_value):
+        raise RuntimeError("stop")
+    kept = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="stop"):     # before_update stops the step before the weights change
+        train_mod.train_step(model, opt, x, y, clip=0.1, before_update=refuse)
+    assert all(torch.equal(a, b) for a, b in zip(kept, model.parameters()))
+
+
+def train_step_and_check(model, opt, x, y, seen, state=None):
+    return train_mod.train_step(model, opt, x, y, state, clip=0.25, before_update=seen.append)

@@ -1,0 +1,386 @@
+"""Checkpoints: the one file format a run writes and everything reads.
+
+A checkpoint is a plain dict read with ``torch.load(weights_only=True)``, so
+a checkpoint file can never run code::
+
+    model, config, vocab        the weights, ModelConfig.to_dict(), Vocabulary.to_dict()
+    inference                   how to read text with it: batching, bptt, max_len
+    optimizer, scaler, scheduler, rng, data, step, elapsed, tokens,
+    train_seconds, valid_seconds, best_val_loss, finished
+                                the training state (``TrainState``): what --resume needs
+    args, chosen                train.py's flags as the run used them, and those the
+                                defaults rule chose (--resume reads them)
+    format, version             the mark of a qrnn_lm checkpoint
+
+Inference reads ``inference_settings(ckpt)``: the ``inference`` block, or
+for checkpoints written before it existed, the same derived from ``args``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import zipfile
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import QrnnLmError
+from .model import ModelConfig, RNNLanguageModel
+from .rundir import BEST, LAST, atomic_write, write_checkpoint_file
+
+CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# writing and reading files
+# ---------------------------------------------------------------------------
+def _stamped(ckpt: dict) -> dict:
+    return dict(ckpt, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
+
+
+def save_checkpoint(ckpt: dict, path: str) -> None:
+    """Write ``ckpt`` to ``path`` atomically (``rundir.atomic_write``)."""
+    atomic_write(path, lambda f: torch.save(_stamped(ckpt), f))
+
+
+def write_checkpoint(ckpt: dict, path: str) -> None:
+    """``save_checkpoint`` with a failure (a full disk) said in one sentence."""
+    write_checkpoint_file(path, lambda f: torch.save(_stamped(ckpt), f))
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A run directory -> its best checkpoint (else its last); a file -> itself."""
+    if os.path.isdir(path):
+        for name in (BEST, LAST):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise QrnnLmError(f"the run directory {path} holds no checkpoint ({BEST} or {LAST}); "
+                          "train with --save DIR first or give a checkpoint file.")
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"checkpoint {path} does not exist; give a run directory written by --save or a .pt file.")
+    return path
+
+
+def load_checkpoint(path: str, map_location="cpu", *, weights_for: str | None = None) -> dict:
+    """Load and check a checkpoint file (or the best one of a run directory).
+
+    ``weights_for`` (a flag, e.g. ``"--vectors"``): the file is read only for
+    its weights and vocabulary (``prepare --vectors``), any torch file with
+    those is accepted, and failures are said as "cannot read word vectors
+    from --vectors PATH"."""
+    file = resolve_checkpoint(path)
+    what = f"cannot read word vectors from {weights_for} {path}" if weights_for else ""
+    hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
+    try:
+        size = os.path.getsize(file)
+    except OSError as e:
+        raise QrnnLmError(f"{what or 'cannot read checkpoint ' + file} ({e.strerror or e}).") from None
+    if size == 0:
+        raise QrnnLmError(f"{what}: it is empty (0 bytes); {hint}." if what else
+                          f"checkpoint {file} is empty (0 bytes); use another checkpoint or train again.")
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message would suggest loading it unsafely: never pass it on
+        if not what:
+            raise QrnnLmError(f"{file} is not a qrnn_lm checkpoint: it holds objects other than tensors and plain "
+                              "data, and was not loaded because that could run code.") from None
+        if "can still be loaded" in str(e):
+            raise QrnnLmError(f"{what}: it holds Python objects other than tensors and plain data "
+                              f"and was not loaded, because loading it could run code; {hint}.") from None
+        raise QrnnLmError(f"{what}: it is not a torch checkpoint; {hint}.") from None
+    except Exception as e:  # truncated zip, random bytes, another format: never a traceback
+        if what:
+            raise QrnnLmError(f"{what}: it is truncated, damaged or not a torch checkpoint; {hint}.") from None
+        kind = "truncated or damaged" if zipfile.is_zipfile(file) or "zip" in str(e).lower() else "not a checkpoint file"
+        raise QrnnLmError(f"cannot read checkpoint {file}: the file is {kind}; "
+                          "use another checkpoint (e.g. last.pt beside it) or train again.") from None
+    if what:
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("vocab"), dict) \
+                or not isinstance(ckpt.get("model"), dict):
+            raise QrnnLmError(f"{what}: it is not a qrnn_lm checkpoint (no model and vocabulary in it); {hint}.")
+    elif not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise QrnnLmError(f"{file} is not a qrnn_lm checkpoint (no model, config and vocabulary in it); "
+                          "give a file written by train.py --save.")
+    else:
+        for key in ("model", "config", "vocab"):
+            if key not in ckpt:
+                raise QrnnLmError(f"checkpoint {file} has no {key!r} entry; it is incomplete, train again.")
+    ckpt["path"] = file
+    return ckpt
+
+
+def inference_settings(ckpt: dict) -> dict:
+    """How inference reads text with this checkpoint's model: ``batching``
+    (stream or sentences), ``bptt`` (the window, x --eval-batch-size when
+    scoring) and ``max_len`` (the longest sentence piece).  Checkpoints
+    written before the ``inference`` block existed: derived from ``args``."""
+    block = ckpt.get("inference")
+    if isinstance(block, dict):
+        return {"batching": block.get("batching") or "stream", "bptt": int(block.get("bptt") or 70),
+                "max_len": block.get("max_len")}
+    args = ckpt.get("args") or {}
+    return {"batching": args.get("batching") or "stream", "bptt": int(args.get("bptt") or 70),
+            "max_len": args.get("max_len")}
+
+
+# ---------------------------------------------------------------------------
+# the model and vocabulary of a checkpoint
+# ---------------------------------------------------------------------------
+def vocab_tokens(vocab) -> list:
+    """The output vocabulary as a list of strings, for comparing two vocabularies."""
+    return [vocab.id_to_token(i) for i in range(len(vocab))]
+
+
+def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
+    """The model of a loaded checkpoint, with its weights, after checking it
+    belongs to ``vocab``."""
+    try:
+        config = ModelConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has an invalid model config ({e}).") from None
+    if config.vocab_size != len(vocab):
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} predicts {config.vocab_size} outputs but its vocabulary "
+                          f"has {len(vocab)}: it mixes two vocabularies; use a checkpoint written by train.py.")
+    model = RNNLanguageModel(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise QrnnLmError(f"the weights in checkpoint {ckpt.get('path')} do not fit its model config; "
+                          "the file is damaged or from another version, train again.") from None
+    return model
+
+
+def load_vocab_dict(d: dict, path: str = "checkpoint"):
+    from .vocab import Vocabulary
+    Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
+                           "use another checkpoint or train again")
+    try:
+        return Vocabulary.from_dict(d)
+    except QrnnLmError:
+        raise
+    except Exception as e:  # a malformed dict can fail in many ways; say where it came from
+        raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
+                          "the checkpoint is damaged or from another version.") from None
+
+
+# ---------------------------------------------------------------------------
+# word vectors from a checkpoint (prepare --vectors)
+# ---------------------------------------------------------------------------
+def vectors_from_checkpoint(path: str, words: Sequence[str], stream=None, types=None, *,
+                            window: int = 256, columns: int = 32,
+                            max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Word vectors from a trained qrnn_lm checkpoint (a file or a run directory).
+
+    With ``stream`` (int (N,) type ids of the training text, 0 = ``</s>``) and
+    ``types`` (the (surface, POS) of each type id; ``types[0]`` unused): the
+    *context vector* of each word, the mean over its occurrences of the
+    model's last hidden state just before it -- what the model has seen when
+    it must predict the word.  The model reads the text as the checkpoint's
+    vocabulary maps it (any vocabulary of the same tokenizer), in ``columns``
+    contiguous columns of windows of ``window`` tokens with the state carried,
+    like evaluation; ``max_tokens`` reads only the start of the text.  Words
+    that never occur (or only first in a column) have no vector.
+
+    Without ``stream``: the input embeddings of ``words`` (only words the
+    checkpoint's model kept have one; useful with a model trained on a larger
+    ``--vocab-size``).  Returns (float32 (n, d) L2-normalised, has_vector
+    bool (n,)).
+    """
+    hint = "give a checkpoint written by train.py or a word2vec/fastText .vec text file"
+    what = f"cannot read word vectors from --vectors {path}"
+    ckpt = load_checkpoint(path, weights_for="--vectors")
+    old = load_vocab_dict(ckpt["vocab"], path)
+    if stream is None:
+        return _embedding_vectors(ckpt["model"], old, words, what, hint)
+    if not isinstance(ckpt.get("config"), dict):
+        raise QrnnLmError(f"{what}: it has no model config, so its model cannot be run; {hint}.")
+    model = build_model(ckpt, old).eval()
+    row_of = {w: i for i, w in enumerate(words)}
+    type_row = np.full(len(types), -1, dtype=np.int64)
+    type_id = np.full(len(types), old.eos_id, dtype=np.int64)
+    for g in range(1, len(types)):
+        type_id[g] = old.lookup(*types[g])[0]
+        type_row[g] = row_of.get(types[g][0], -1)
+    n = len(stream) if max_tokens is None else min(len(stream), max_tokens)
+    col_len = n // columns
+    if col_len < 2:
+        raise QrnnLmError(f"the training text is too short ({n} tokens) for context vectors.")
+    grid = np.asarray(stream[:col_len * columns]).reshape(columns, col_len).T  # (T, B)
+    sums, counts = _context_sums(model, len(words), type_id[grid], type_row[grid], window)
+    has = (counts > 0).numpy()
+    x = (sums / counts.clamp_min(1)[:, None]).float().numpy()
+    # centre: the mean state is shared by all words and would dominate cosine distances
+    if has.any():
+        x[has] -= x[has].mean(axis=0, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= norm[:, 0] > 0
+    return x / np.maximum(norm, 1e-12), has
+
+
+@torch.no_grad()
+def _context_sums(model, nrows: int, ids: np.ndarray, rows: np.ndarray, window: int) -> tuple:
+    """Sum and count, per output row, of the model's last hidden state just
+    before each position of ``ids`` (T, B) whose ``rows`` entry is >= 0."""
+    d = model.output_size
+    sums = torch.zeros(nrows, d, dtype=torch.float64)
+    counts = torch.zeros(nrows, dtype=torch.float64)
+    col_len, hidden = ids.shape[0], None
+    for t0 in range(0, col_len - 1, window):
+        t1 = min(col_len - 1, t0 + window)
+        feats, hidden = model(torch.from_numpy(ids[t0:t1]), hidden)
+        r = torch.from_numpy(rows[t0 + 1:t1 + 1]).reshape(-1)
+        keep = r >= 0
+        if bool(keep.any()):
+            sums.index_add_(0, r[keep], feats.reshape(-1, d)[keep].double())
+            counts.index_add_(0, r[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+    return sums, counts
+
+
+def _embedding_vectors(state, old, words, what, hint):
+    weight = state.get("encoder.weight")
+    if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == len(old)):
+        cands = [v for k, v in state.items() if isinstance(v, torch.Tensor) and k.endswith("weight")
+                 and v.dim() == 2 and v.shape[0] == len(old)]
+        if not cands:
+            raise QrnnLmError(f"{what}: it has no input embedding matrix with {len(old)} rows; {hint}.")
+        weight = cands[0]
+    if not weight.is_floating_point() or weight.shape[1] == 0:
+        raise QrnnLmError(f"{what}: its embedding matrix is empty or not floating point; {hint}.")
+    w = weight.float().numpy()
+    x = np.zeros((len(words), w.shape[1]), dtype=np.float32)
+    has = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words):
+        j = old.word_to_id.get(word)
+        if j is not None:
+            x[i], has[i] = w[j], True
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    has &= n[:, 0] > 0
+    return x / np.maximum(n, 1e-12), has
+
+
+# ---------------------------------------------------------------------------
+# the training state: what --resume restores
+# ---------------------------------------------------------------------------
+def _plain_state(state, fn):
+    """``state`` with ``fn`` applied to every tensor and every tuple (named
+    ones included: ``weights_only`` loading accepts no named tuples) or list
+    made a plain tuple.  The model takes plain tuples as its state."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    if isinstance(state, (tuple, list)):
+        return tuple(_plain_state(s, fn) for s in state)
+    raise TypeError(f"unexpected state type {type(state).__name__}")
+
+
+def to_plain(state):
+    """A recurrent state as plain tuples of CPU tensors (checkpoint-safe)."""
+    return _plain_state(state, lambda t: t.detach().cpu())
+
+
+def to_device(state, device):
+    return _plain_state(state, lambda t: t.to(device))
+
+
+@dataclasses.dataclass
+class RunParts:
+    """What a checkpoint saves besides the ``TrainState``: the model, its
+    optimizer (and fp16 grad scaler), the vocabulary and the settings."""
+
+    model: torch.nn.Module            # the bare model (not the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scaler: object                    # torch.amp.GradScaler
+    vocab: object
+    args: dict                        # train.py's flags as resolved for the run
+    chosen: dict                      # those the defaults rule chose
+    inference: dict                   # inference_settings of the model
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a run has done so far; ``to_checkpoint`` / ``from_checkpoint``
+    define the training part of the checkpoint format."""
+
+    step: int = 0
+    epoch: int = 0               # the epoch in progress
+    batch: int = 0               # the next batch of that epoch
+    elapsed: float = 0.0         # seconds of the run in all sessions, validations included (the time budget)
+    train_seconds: float = 0.0   # training time of all sessions: validations and checkpoint saves excluded
+    valid_seconds: float = 0.0   # validations and the checkpoint saves after them, all sessions
+    tokens: int = 0              # training tokens seen, all ranks
+    best_val_loss: float = float("inf")
+    plateau_scale: float = 1.0   # plateau schedule: lr factor so far
+    plateau_best: float = float("inf")
+    finished: str = ""           # why the run ended ("" while it can go on)
+    rnn_state: object = None     # this rank's carried recurrent state (stream batching)
+
+    def epoch_pos(self, nbatches: int) -> float:
+        return self.epoch + self.batch / max(nbatches, 1)
+
+    def to_checkpoint(self, parts: RunParts, ranks: list) -> dict:
+        """``ranks``: every rank's ``{"rng": ..., "state": to_plain(state) or None}``."""
+        states = [r["state"] for r in ranks]
+        return {
+            "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": {"scale": self.plateau_scale, "best": self.plateau_best},
+            "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
+            "config": parts.model.config.to_dict(), "args": dict(parts.args), "chosen": dict(parts.chosen),
+            "inference": dict(parts.inference), "vocab": parts.vocab.to_dict(), "rng": [r["rng"] for r in ranks],
+            "data": {"epoch": self.epoch, "batch": self.batch,
+                     "state": states if any(s is not None for s in states) else None},
+            "step": self.step, "elapsed": self.elapsed, "tokens": self.tokens, "best_val_loss": self.best_val_loss,
+            "train_seconds": self.train_seconds, "valid_seconds": self.valid_seconds, "finished": self.finished,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, *, rank: int, world_size: int, device) -> "TrainState":
+        sched = ckpt.get("scheduler") or {}
+        states = ckpt["data"].get("state")
+        rnn_state = to_device(states[rank], device) if states is not None and len(states) == world_size else None
+        elapsed = float(ckpt.get("elapsed", 0.0))
+        valid_seconds = float(ckpt.get("valid_seconds", 0.0))   # older checkpoints: all elapsed time trained
+        return cls(step=int(ckpt["step"]), epoch=int(ckpt["data"]["epoch"]), batch=int(ckpt["data"]["batch"]),
+                   elapsed=elapsed, train_seconds=float(ckpt.get("train_seconds", elapsed - valid_seconds)),
+                   valid_seconds=valid_seconds, tokens=int(ckpt.get("tokens", 0)),
+                   best_val_loss=float(ckpt.get("best_val_loss", float("inf"))),
+                   plateau_scale=float(sched.get("scale", 1.0)), plateau_best=float(sched.get("best", float("inf"))),
+                   finished=str(ckpt.get("finished") or ""), rnn_state=rnn_state)
+
+
+def check_resumable(ckpt: dict) -> None:
+    for key in ("optimizer", "scheduler", "step", "data"):
+        if key not in ckpt:
+            raise QrnnLmError(f"checkpoint {ckpt['path']} holds no training state ({key!r}); "
+                              "it cannot be resumed (it can still be evaluated).")
+
+
+def rank_snapshot(rnn_state, cuda: bool) -> dict:
+    """This rank's part of a checkpoint: its RNG streams and carried state."""
+    return {"rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None},
+            "state": to_plain(rnn_state)}
+
+
+def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, device) -> TrainState:
+    """Restore a resumed run's optimizer, grad scaler and this rank's RNG
+    streams into ``parts``; returns the run's ``TrainState``."""
+    try:
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError):
+        raise QrnnLmError(f"the optimizer state in {ckpt['path']} does not match --optimizer "
+                          f"{parts.args['optimizer']}; resume with the flags it was trained with.") from None
+    if ckpt.get("scaler"):
+        parts.scaler.load_state_dict(ckpt["scaler"])
+    state = TrainState.from_checkpoint(ckpt, rank=rank, world_size=world_size, device=device)
+    if parts.inference["batching"] != "stream":
+        state.rnn_state = None
+    rng = ckpt.get("rng") or []
+    if len(rng) == world_size:  # restore this rank's RNG streams
+        torch.set_rng_state(rng[rank]["torch"])
+        if torch.device(device).type == "cuda" and rng[rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(rng[rank]["cuda"])
+    return state

@@ -1,0 +1,84 @@
+"""DDP for train.py: one process per GPU under torchrun, switched on by the
+``RANK`` / ``WORLD_SIZE`` environment variables; only rank 0 logs and saves.
+
+``world_from_env`` says which process this is, ``setup_device`` picks its
+device (and joins the process group), ``wrap`` puts the model under
+DistributedDataParallel, ``agree`` and ``gather`` are the two collective
+calls the loop makes (every rank stops at the same step; rank 0 saves every
+rank's RNG and state).
+"""
+from __future__ import annotations
+
+import os
+import typing
+
+import torch
+import torch.distributed as dist
+
+from .errors import QrnnLmError
+
+
+class World(typing.NamedTuple):
+    """This process among the run's: rank 0 (``is_master``) logs and saves."""
+
+    rank: int
+    size: int
+    local_rank: int
+    distributed: bool
+    is_master: bool
+
+
+def world_from_env() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = "RANK" in os.environ and size > 1
+    rank = int(os.environ.get("RANK", "0")) if ddp else 0
+    return World(rank, size, int(os.environ.get("LOCAL_RANK", "0")) if ddp else 0, ddp, rank == 0)
+
+
+def setup_device(name: str, amp: str, world: World) -> torch.device:
+    """--device (auto: CUDA when there is a GPU) and --amp checked; under DDP
+    the process group is joined (NCCL on GPUs, gloo on CPUs)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise QrnnLmError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", world.local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if amp != "off" and not use_cuda:
+        raise QrnnLmError(f"--amp {amp} needs a CUDA device; use --amp off on CPU.")
+    if world.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return device
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The model as it trains: under DistributedDataParallel when distributed."""
+    if not world.distributed:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[world.local_rank] if device.type == "cuda" else None,
+        find_unused_parameters=model.config.softmax == "adaptive")  # a tail cluster may get no gradient
+
+
+def agree(world: World, device: torch.device, *flags: bool) -> tuple:
+    """Each flag true if it is true on any rank (NCCL reduces CUDA tensors only)."""
+    t = torch.tensor([float(f) for f in flags])
+    if world.distributed:
+        t = t.to(device)
+        dist.all_reduce(t)
+        t = t.cpu()
+    return tuple(bool(v > 0) for v in t)
+
+
+def gather(world: World, obj) -> list:
+    """Every rank's ``obj``, in rank order."""
+    if not world.distributed:
+        return [obj]
+    everything = [None] * world.size
+    dist.all_gather_object(everything, obj)
+    return everything
+
+
+def shut_down() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,485 @@
+"""The recipe of a run: which data and settings it trains with, and how
+its learning rate and validations follow its budget.
+
+- ``check_flags``: values no run can use, refused before anything starts;
+- ``choose_defaults``: the defaults rule (flags left out, from the corpus
+  size, the device and the budget);
+- the data: ``prepare_settings`` (the ``prepare`` flags for --train files),
+  ``prepare_on_the_fly`` (the cached dataset), ``load_data``,
+  ``eval_batches_for``;
+- the resume policy: ``FIXED_ON_RESUME``, ``CHANGEABLE_ON_RESUME``,
+  ``STATIC_DEFAULTS``, ``merge_resumed_args`` and ``fill_defaults``;
+- ``resolve_settings``: the flags resolved once into a read-only
+  ``Settings`` (given, else the resumed run's, else a static default, else
+  chosen by the rule), printing the "changed on resume" and "chosen for
+  this run" lines;
+- the schedule: ``budget_progress``, ``lr_at`` and ``budget_reason``;
+  ``model_config`` and ``make_optimizer``; when to validate
+  (``validation_due``, ``estimate_validation_cost``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+from .corpus import check_input_file
+from .data import StreamBatches, load_split, make_batches
+from .errors import QrnnLmError
+from .model import ModelConfig
+from .rundir import ensure_writable_dir
+
+PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_depth", "workers", "seed")
+
+
+# -----------------------------------------------------------------------------
+# flags no run can use
+# -----------------------------------------------------------------------------
+def check_flags(args) -> None:
+    """Values no run can use: one sentence each, before anything starts."""
+    def bad(msg):
+        raise QrnnLmError(msg)
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        bad(f"--lr must be a positive number, not {args.lr}.")
+    for name in ("log_interval", "window", "eval_batch_size", "batch_size", "bptt", "emsize", "nhid", "nlayers"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            bad(f"--{name.replace('_', '-') if name != 'batch_size' else 'batch_size'} must be at least 1, not {v}.")
+    for name in ("max_steps", "warmup_steps", "epochs", "eval_interval"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            bad(f"--{name.replace('_', '-')} must be 0 or more, not {v}.")
+    for name in ("max_minutes", "clip", "wdecay"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            bad(f"--{name.replace('_', '-')} must be 0 or more, not {v}.")
+    for name in ("dropout", "dropouth", "dropouti", "dropoute", "zoneout"):
+        v = getattr(args, name)
+        if v is not None and not 0 <= v < 1:
+            bad(f"--{name} must be in [0, 1), not {v}.")
+    if args.min_lr_ratio is not None and not 0 <= args.min_lr_ratio <= 1:
+        bad(f"--min-lr-ratio must be in [0, 1], not {args.min_lr_ratio}.")
+    if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
+        bad(f"--lr-decay must be in (0, 1], not {args.lr_decay}.")
+
+
+# -----------------------------------------------------------------------------
+# the defaults rule: what a run is not told, from corpus size, device and budget
+# -----------------------------------------------------------------------------
+def choose_defaults(*, train_tokens: int, vocab_size: int, device: str, minutes: float = 0.0, max_steps: int = 0,
+                    epochs: int = 0, optimizer: str = "adamw", rnn: str = "qrnn", batch_size: int | None = None,
+                    bptt: int | None = None) -> dict:
+    """Settings for a run that was told only its data and budget.
+
+    The rule (README "Defaults", DESIGN.md section 4; measured on the 2.1M-token
+    Japanese corpus, docs/RESULTS.md "What a budget buys"):
+
+    - CPU: a 2x256 QRNN with emsize 128 (~2.4M parameters at 5k outputs),
+      batch 32 x bptt 35: what a few CPU minutes can fit.  A GPU processes
+      ~20x more tokens per second: 3x1024, emsize 400, batch 64 x 70.
+    - dropout from the passes over the corpus the budget allows: 0.1 under 2
+      (the data is barely seen once; regularising costs more than it saves),
+      0.2 under 8, 0.3 beyond (with word dropout 0.1).
+    - adaptive softmax when there are more than 2,000 outputs.
+    - AdamW at peak lr 5e-3 (CPU) / 2e-3 (GPU) with warmup over 2% of the
+      expected steps (at most 200), then the budget schedule (``lr_at``);
+      SGD keeps awd-lstm-lm's lr 30 and no warmup.
+    """
+    cuda = device == "cuda"
+    big = cuda and rnn == "qrnn"
+    batch_size = batch_size or (64 if cuda else 32)
+    bptt = bptt or (70 if cuda else 35)
+    tok_per_s = 250_000.0 if cuda else 12_000.0     # training speed of these models, H200 / 2-core CPU
+    budgets = []                                    # tokens each bound allows
+    if minutes:
+        budgets.append(tok_per_s * 60.0 * minutes)
+    if max_steps:
+        budgets.append(float(max_steps) * batch_size * bptt)
+    if epochs:
+        budgets.append(float(epochs) * train_tokens)
+    tokens = min(budgets) if budgets else 10.0 * train_tokens
+    passes = tokens / max(train_tokens, 1)
+    steps = max(1.0, tokens / (batch_size * bptt))
+    if passes < 2:
+        drop, drope = 0.1, 0.0
+    elif passes < 8:
+        drop, drope = 0.2, 0.0
+    else:
+        drop, drope = 0.3, 0.1
+    return {
+        "emsize": 400 if big else 128, "nhid": 1024 if big else 256, "nlayers": 3 if big else 2,
+        "batch_size": batch_size, "bptt": bptt,
+        "dropout": drop, "dropouth": drop, "dropouti": drop, "dropoute": drope,
+        "softmax": "adaptive" if vocab_size > 2000 else "full",
+        "lr": 30.0 if optimizer == "sgd" else (2e-3 if cuda else 5e-3),
+        "wdecay": 1.2e-6 if optimizer == "sgd" else 0.01,
+        "warmup_steps": 0 if optimizer == "sgd" else int(min(200, max(1, round(0.02 * steps)))),
+    }
+
+
+def prepare_settings(args, train_bytes: int) -> dict:
+    """The ``prepare`` flags for --train files: those given, and where none of
+    --vocab-size/--rare/--buckets is: MeCab on corpora of 2-50 MB keeps 5,000
+    words (the best cut tried for budgets of minutes, README "Defaults") with
+    rare-word buckets by POS and character class (``pos+script``, prepare's
+    default, the best bucket scheme of docs/RESULTS.md);
+    sentencepiece learns 8,000 pieces.  Tokenizer processes: up to 8 CPUs."""
+    settings = {k: getattr(args, k) for k in PREPARE_FLAGS if getattr(args, k) is not None}
+    tokenizer = settings.get("tokenizer", "mecab")
+    if not any(k in settings for k in ("vocab_size", "rare", "buckets")):
+        if tokenizer == "mecab" and 2_000_000 <= train_bytes < 50_000_000:
+            settings.update(vocab_size=5000, rare="pos+script")
+        elif tokenizer == "sentencepiece":
+            settings.update(vocab_size=8000)
+    from .prepare import usable_cpus
+    settings.setdefault("workers", min(8, usable_cpus()))
+    return settings
+
+
+# -----------------------------------------------------------------------------
+# the data of --train files: prepared once into a cache
+# -----------------------------------------------------------------------------
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PrepareFailed(Exception):
+    """``qrnn_lm.prepare`` failed and has already told the user why."""
+
+
+def resolve_vectors_path(path: str) -> str:
+    """A --vectors file, or a run directory's checkpoint (the file that is hashed)."""
+    if os.path.isdir(path):
+        from .checkpoint import resolve_checkpoint
+        return resolve_checkpoint(path)
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"--vectors file {path} does not exist.")
+    return path
+
+
+def prepare_on_the_fly(args, is_master: bool, distributed: bool) -> str:
+    """Tokenize --train/--valid/--test with ``qrnn_lm.prepare`` into a cache
+    directory named by a hash of the files' contents and the prepare settings
+    (``prepare_settings``); later runs reuse it."""
+    files = {s: getattr(args, s) for s in ("train", "valid", "test") if getattr(args, s)}
+    for split, path in files.items():
+        check_input_file(path, f"--{split} file")  # missing, a directory, not a file
+        if os.path.getsize(path) == 0:
+            raise QrnnLmError(f"--{split} file {path} is empty; give it some text (one paragraph a line).")
+    from .wordvec import VECTOR_KINDS
+    vector_file = args.vectors if args.vectors and args.vectors not in VECTOR_KINDS else None
+    if vector_file:
+        vector_file = resolve_vectors_path(vector_file)
+    settings = prepare_settings(args, os.path.getsize(files["train"]))
+    key_settings = {k: v for k, v in settings.items() if k != "workers"}   # workers do not change the result
+    key = hashlib.sha256(json.dumps({"files": {s: _file_digest(p) for s, p in files.items()},
+                                     "vectors": _file_digest(vector_file) if vector_file else None,
+                                     "settings": key_settings}, sort_keys=True).encode()).hexdigest()[:16]
+    cache = args.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "qrnn_lm")
+    out = os.path.join(cache, f"prepared-{key}")
+    if is_master and not os.path.isfile(os.path.join(out, "vocab.json")):
+        from . import prepare
+        ensure_writable_dir(cache, "--cache-dir")
+        tmp = f"{out}.tmp{os.getpid()}"
+        argv = [a for s, pth in files.items() for a in (f"--{s}", pth)] + ["--out", tmp]
+        for k, v in settings.items():
+            argv += [f"--{k.replace('_', '-')}", str(v)]
+        print(f"preparing the dataset into {out} ({' '.join(argv[argv.index(tmp) + 1:])}) ...", file=sys.stderr)
+        try:
+            rc = prepare.main(argv)
+            if rc:
+                raise PrepareFailed(rc)  # prepare has printed its one-sentence error
+            if os.path.exists(out):   # another process won the race
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    if distributed:
+        import torch.distributed as dist
+        dist.barrier()
+    return out
+
+
+def load_data(args, is_master: bool = True, distributed: bool = False):
+    """(data_dir, vocab, splits) for --data or --train."""
+    if args.data and args.train:
+        raise QrnnLmError("give either --data DIR or --train FILE, not both.")
+    if args.train:
+        data_dir = prepare_on_the_fly(args, is_master, distributed)
+    elif args.data:
+        if not os.path.isfile(os.path.join(args.data, "vocab.json")):
+            raise QrnnLmError(f"--data {args.data} is not a prepared dataset (no vocab.json in it); "
+                              "run `python -m qrnn_lm prepare` first or pass --train FILE.")
+        data_dir = args.data
+    else:
+        raise QrnnLmError("no training data: give --data DIR (a prepared dataset) or --train FILE.")
+    from .vocab import Vocabulary
+    vocab = Vocabulary.load(data_dir)
+    splits = {"train": load_split(data_dir, "train")}
+    for name in ("valid", "test"):
+        if os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):
+            splits[name] = load_split(data_dir, name)
+    for s in splits.values():
+        if int(np.max(s.ids)) >= len(vocab) or int(np.min(s.ids)) < 0:
+            raise QrnnLmError(f"the {s.name} split of {data_dir} has ids outside its vocabulary; prepare it again.")
+    return data_dir, vocab, splits
+
+
+def eval_batches_for(split, eos: int, args):
+    """Evaluation batches whose figures do not depend on --eval-batch-size.
+
+    Stream batching: the whole split is one column with the state carried from
+    window to window (each token sees everything before it, as in
+    generation); --eval-batch-size only sets the window length (x --bptt).
+    Sentence batching: every line starts from a zero state anyway."""
+    if args.batching == "stream":
+        return StreamBatches(split.ids, eos, 1, args.bptt * args.eval_batch_size, train=False)
+    return make_batches(split, eos, "sentences", args.eval_batch_size, args.bptt, train=False, max_len=args.max_len)
+
+
+# -----------------------------------------------------------------------------
+# the settings: resolved once, with the resume policy
+# -----------------------------------------------------------------------------
+# Flags a resumed run keeps from its checkpoint (an explicit different value is an error naming it).
+FIXED_ON_RESUME = ("rnn", "emsize", "nhid", "nlayers", "window", "tied", "softmax", "cutoffs", "dropout",
+                   "dropouth", "dropouti", "dropoute", "zoneout", "batching", "bptt", "fixed_bptt", "max_len",
+                   "batch_size", "optimizer", "seed")
+# Flags that may change on resume (reported in one line when they do).
+CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "max_minutes", "lr", "schedule", "min_lr_ratio", "lr_decay",
+                        "warmup_steps", "wdecay", "clip", "eval_interval", "eval_batch_size", "log_interval",
+                        "device", "amp", "no_progress")
+# Everything that is not a model/optimizer setting: never "chosen".
+STATIC_DEFAULTS = {"rnn": "qrnn", "window": 2, "zoneout": 0.0, "tied": False, "batching": "stream",
+                   "fixed_bptt": False, "optimizer": "adamw", "schedule": "cosine", "min_lr_ratio": 0.1,
+                   "lr_decay": 0.25, "clip": 0.25, "seed": 1111, "device": "auto", "amp": "off",
+                   "log_interval": 200, "eval_batch_size": 32, "max_steps": 0, "max_minutes": 0.0,
+                   "no_progress": False}
+
+
+class Settings:
+    """The run's flags resolved once (``resolve_settings``): read like the
+    argparse namespace (``settings.lr``), never changed afterwards.
+    ``as_dict()`` is what checkpoints store as ``args``; ``chosen`` holds the
+    values the defaults rule chose (all sessions of the run)."""
+
+    __slots__ = ("_values", "chosen")
+
+    def __init__(self, values: dict, chosen: dict):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "chosen", dict(chosen))
+
+    def __getattr__(self, name: str):
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"the settings of a run are resolved once; {name} cannot change")
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Settings({self._values!r})"
+
+
+def merge_resumed_args(args: dict, ckpt: dict, given: set) -> tuple:
+    """The flags of a resumed run: those not given take the run's values;
+    model-shape flags that contradict the run are an error naming them.
+    Returns (flags, the "changed on resume" items); ``args`` is not changed."""
+    old = ckpt.get("args") or {}
+    chosen = ckpt.get("chosen") or {}
+    conflicts = []
+    for k in FIXED_ON_RESUME:
+        was = old.get(k)
+        if k in given and was is not None and args[k] != was:
+            conflicts.append(f"--{k.replace('_', '-') if k != 'batch_size' else k} {_show(args[k])} "
+                             f"(the run has {_show(was)})")
+    cfg = ckpt.get("config") or {}
+    for k in ("rnn", "emsize", "nhid", "nlayers", "window", "softmax"):
+        if k in given and k in cfg and args[k] != cfg[k] and not any(c.startswith(f"--{k} ") for c in conflicts):
+            conflicts.append(f"--{k} {_show(args[k])} (the run has {_show(cfg[k])})")
+    if conflicts:
+        raise QrnnLmError(f"these flags contradict the run in {ckpt['path']}: {', '.join(conflicts)}; "
+                          "leave them out to resume, or start a new run in another --save.")
+    flags, changed = dict(args), []
+    for k, v in args.items():
+        if k in ("resume", "save"):
+            continue
+        if k not in given:
+            if k in old:
+                flags[k] = old[k]
+        elif k in CHANGEABLE_ON_RESUME and old.get(k, chosen.get(k)) != v:
+            changed.append(f"--{k.replace('_', '-')} {_show(old.get(k, chosen.get(k)))} -> {_show(v)}")
+    return flags, changed
+
+
+def fill_defaults(flags: dict, *, train_tokens: int, vocab_size: int, device: str) -> tuple:
+    """The flags left out filled: the static defaults, then ``choose_defaults``.
+    Returns (flags, the values the rule chose); ``flags`` is not changed."""
+    flags = dict(flags)
+    for k, v in STATIC_DEFAULTS.items():
+        if flags[k] is None:
+            flags[k] = v
+    if flags["epochs"] is None:
+        flags["epochs"] = 0 if (flags["max_steps"] or flags["max_minutes"]) else 10
+    rule = choose_defaults(train_tokens=train_tokens, vocab_size=vocab_size, device=device,
+                           minutes=flags["max_minutes"], max_steps=flags["max_steps"], epochs=flags["epochs"],
+                           optimizer=flags["optimizer"], rnn=flags["rnn"], batch_size=flags["batch_size"],
+                           bptt=flags["bptt"])
+    chosen = {}
+    for k, v in rule.items():
+        if flags[k] is None:
+            flags[k] = chosen[k] = v
+    if flags["schedule"] == "plateau" and flags["eval_interval"] is None:
+        flags["eval_interval"] = 0     # plateau decay: validate each epoch, as awd-lstm-lm
+    return flags, chosen
+
+
+def resolve_settings(args, given: set, ckpt: dict | None, *, save: str, train_tokens: int, vocab_size: int,
+                     device: str, log) -> Settings:
+    """The run's settings, resolved once: the flags given, else (on --resume)
+    the run's, else the static defaults, else the defaults rule for this
+    corpus, device and budget.  Prints what changed on resume and what was
+    chosen, one line each."""
+    flags, changed = dict(vars(args)), []
+    if ckpt is not None:
+        flags, changed = merge_resumed_args(flags, ckpt, given)
+    flags["save"] = save
+    if changed:
+        log("changed on resume: " + ", ".join(changed))
+    flags, chosen = fill_defaults(flags, train_tokens=train_tokens, vocab_size=vocab_size, device=device)
+    shown = dict(chosen)
+    if flags["eval_interval"] is None:
+        shown["validation"] = "by time"
+    if shown:
+        log("chosen for this run (corpus, device, budget; flags given win): "
+            + " ".join(f"{k}={_show(v)}" for k, v in shown.items()))
+    if ckpt is not None:
+        chosen = dict(ckpt.get("chosen") or {}, **chosen)
+    return Settings(flags, chosen)
+
+
+def _show(v) -> str:
+    if v is None:
+        return "default"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v))
+    return str(v)
+
+
+# -----------------------------------------------------------------------------
+# the schedule: warmup, then a decay that ends with the budget
+# -----------------------------------------------------------------------------
+def budget_progress(*, step: int, epoch_pos: float, elapsed: float, max_steps: int, max_minutes: float,
+                    epochs: int) -> float:
+    """How much of the budget is spent, in [0, 1]: the largest of steps,
+    training time and epochs, each over its limit (the first to run out ends
+    the run).  0 when the run has no limit."""
+    parts = []
+    if max_steps:
+        parts.append(step / max_steps)
+    if max_minutes:
+        parts.append(elapsed / (60.0 * max_minutes))
+    if epochs:
+        parts.append(epoch_pos / epochs)
+    return min(1.0, max(parts)) if parts else 0.0
+
+
+def lr_at(step: int, progress: float, *, peak: float, warmup_steps: int, schedule: str, min_ratio: float,
+          plateau_scale: float = 1.0) -> float:
+    """The learning rate of ``step`` (0-based) at ``progress`` of the budget.
+
+    Linear warmup over ``warmup_steps`` steps, then ``cosine``: peak * (r +
+    (1 - r)(1 + cos(pi p)) / 2), ``linear``: peak * (1 - (1 - r) p),
+    ``constant``: peak, ``plateau``: peak * plateau_scale.  r = min_ratio; the
+    floor peak * r is reached exactly at p = 1, the end of the budget."""
+    w = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        f = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+    elif schedule == "linear":
+        f = 1.0 - (1.0 - min_ratio) * p
+    elif schedule == "plateau":
+        f = plateau_scale
+    else:
+        f = 1.0
+    return peak * w * f
+
+
+def budget_reason(settings, *, step: int, elapsed: float) -> str:
+    """Why a run whose budget is spent stopped, naming the bound."""
+    a = settings
+    if a.max_steps and step >= a.max_steps:
+        return f"reached --max-steps {a.max_steps}"
+    if a.max_minutes and elapsed >= 60 * a.max_minutes:
+        return f"reached --max-minutes {a.max_minutes:g}"
+    return f"reached --epochs {a.epochs}"
+
+
+# -----------------------------------------------------------------------------
+# the model and the optimizer of a new run
+# -----------------------------------------------------------------------------
+def model_config(settings, vocab_size: int):
+    """The ModelConfig of a new run's settings (a shape the model refuses: one sentence)."""
+    s = settings
+    try:
+        return ModelConfig(vocab_size=vocab_size, rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
+                           window=s.window, zoneout=s.zoneout, dropout=s.dropout, dropouth=s.dropouth,
+                           dropouti=s.dropouti, dropoute=s.dropoute, tied=s.tied, softmax=s.softmax,
+                           cutoffs=s.cutoffs or [])
+    except ValueError as e:
+        raise QrnnLmError(str(e).rstrip(".") + ".") from None
+
+
+def make_optimizer(model, name: str, lr: float, wdecay: float):
+    """Weight decay on trainable matrices (and, for SGD as in awd-lstm-lm, on all
+    trainable parameters).  Frozen parameters are left out; parameters whose
+    ``grad`` is None in a step (an adaptive-softmax cluster no target hit,
+    with zero_grad(set_to_none=True)) are skipped by torch's optimizers, decay
+    included, instead of failing the step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wdecay)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": wdecay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+# -----------------------------------------------------------------------------
+# when to validate
+# -----------------------------------------------------------------------------
+def validation_due(settings, *, step: int, next_batch: int, has_valid: bool, since_last: float,
+                   last_cost: float) -> bool:
+    """--eval-interval N: every N steps; by time (the default): when the
+    time since the last validation is 19x what it cost (<= 5% of the run),
+    at least 10 s, and at most 10 times per --max-minutes budget."""
+    a = settings
+    if a.eval_interval is not None:
+        return bool(a.eval_interval) and step % a.eval_interval == 0 and next_batch != 0
+    if not has_valid:
+        return since_last >= 300.0        # nothing to validate: save last.pt every 5 minutes
+    gap = max(19.0 * last_cost, 10.0, 6.0 * (a.max_minutes or 0.0))
+    return since_last >= gap
+
+
+def estimate_validation_cost(valid_tokens: int, cuda: bool) -> float:
+    """Seconds one validation should take before any was measured: the
+    validation tokens at three times a conservative training speed."""
+    return valid_tokens / (3 * (250_000.0 if cuda else 8_000.0))
