@@ -81,7 +81,6 @@ def run_cli(argv, *, timeout=90, cwd=None, env=None, memory_gib=None):
     outlives ``timeout`` is killed with its whole process group and fails the
     test as a hang.  ``memory_gib`` caps the address space, so a command that
     tries to allocate a huge model fails fast instead of swapping the machine."""
-    import signal
     import subprocess
     import sys
 
@@ -99,11 +98,40 @@ def run_cli(argv, *, timeout=90, cwd=None, env=None, memory_gib=None):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        kill_tree(proc.pid)
+        out, err = proc.communicate(timeout=30)
         pytest.fail(f"`python {' '.join(argv)}` still ran after {timeout} s (a hang or a spin); "
                     f"stdout tail: {out[-800:]!r}; stderr tail: {err[-800:]!r}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_tree(pid):
+    """SIGKILL ``pid``, its process group and every descendant (torchrun's
+    workers leave the group), so no pipe stays open after a timeout."""
+    import signal
+    children = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def assert_one_sentence(rc, stderr, *words):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, assert_one_sentence, cli_env, run_cli, write_corpus
+from conftest import ROOT, TINY, assert_one_sentence, cli_env, kill_tree, run_cli, write_corpus
 
 RUN_FLAGS = [*TINY, "--log-interval", "1", "--eval-interval", "0", "--seed", "7"]
 
@@ -79,7 +79,7 @@ def wait_for(pred, proc, timeout, what):
 
 def kill_group(proc):
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.wait()
 
 
@@ -224,7 +224,7 @@ def test_resume_with_two_processes_after_one_never_spins(data, tmp_path):
     target = step + 4
     p = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                  os.path.join(ROOT, "train.py"), "--save", run, "--resume", "--max-steps", str(target)],
-                timeout=240)
+                timeout=120)
     if p.returncode == 0:
         assert ckpt(os.path.join(run, "last.pt"))["step"] == target, p.stdout[-1500:]
         assert "Traceback" not in p.stderr, p.stderr[-3000:]
