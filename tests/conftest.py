@@ -57,3 +57,90 @@ def assert_one_sentence_error(rc, err, *needles):
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------
+# black-box helpers: the commands run as a user runs them, in subprocesses
+# ---------------------------------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli_env(**extra):
+    """The environment for a subprocess that imports this checkout's qrnn_lm."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(argv, *, timeout=90, cwd=None, env=None, memory_gib=None):
+    """Run ``python ARGV...`` (e.g. ``["train.py", ...]`` or ``["-m", "qrnn_lm", "evaluate", ...]``)
+    from the checkout root; returns the CompletedProcess (text).  A run that
+    outlives ``timeout`` is killed with its whole process group and fails the
+    test as a hang.  ``memory_gib`` caps the address space, so a command that
+    tries to allocate a huge model fails fast instead of swapping the machine."""
+    import subprocess
+    import sys
+
+    def limit():
+        if memory_gib:
+            import resource
+            cap = int(memory_gib * (1 << 30))
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    argv = [a if not (a.endswith(".py") and not os.path.isabs(a) and os.path.exists(os.path.join(ROOT, a)))
+            else os.path.join(ROOT, a) for a in map(str, argv)]
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, cwd=cwd or ROOT, env=env or cli_env(),
+                            start_new_session=True, preexec_fn=limit if memory_gib else None)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"`python {' '.join(argv)}` still ran after {timeout} s (a hang or a spin); "
+                    f"stdout tail: {out[-800:]!r}; stderr tail: {err[-800:]!r}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_tree(pid):
+    """SIGKILL ``pid``, its process group and every descendant (torchrun's
+    workers leave the group), so no pipe stays open after a timeout."""
+    import signal
+    children = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def assert_one_sentence(rc, stderr, *words):
+    """A user-facing failure: a non-zero exit, no traceback, and stderr is one
+    line (one sentence) holding every one of ``words`` (case-insensitive)."""
+    assert rc != 0, f"exit status 0; stderr: {stderr!r}"
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {stderr!r}"
+    for w in words:
+        assert str(w).lower() in lines[0].lower(), f"{w!r} is not in {lines[0]!r}"
+    return lines[0]
