@@ -21,9 +21,12 @@ Contenders (all through train.py, one process per run):
   budget), benchmarks/peers/gpt.py;
 - ``ngram``: an interpolated modified Kneser-Ney 5-gram,
   benchmarks/peers/kneser_ney.py; it has no budget (it counts in seconds), so
-  it runs once and its row records how long counting took.
+  it runs once and its row records how long counting took;
+- ``kenlm``: the same with KenLM's ``lmplz`` (benchmarks/peers/kenlm_lmplz.py),
+  when ``--lmplz`` (or an ``lmplz`` on PATH) is there; otherwise the JSON's
+  meta records why it was skipped.
 
-``classic``, ``gpt`` and ``ngram`` read the very ids the ``defaults`` run
+``classic``, ``gpt``, ``ngram`` and ``kenlm`` read the very ids the ``defaults`` run
 trains on (its prepared dataset) and are scored the same way: -log P over
 every output token of the test split plus the rare words' -log P(word |
 bucket), over the split's characters (qrnn_lm.lm.bits_per_char).
@@ -57,15 +60,17 @@ CLASSIC = ["--rnn", "lstm", "--emsize", "200", "--nhid", "200", "--nlayers", "2"
            "--dropouth", "0.2", "--dropouti", "0.2", "--dropoute", "0", "--softmax", "full", "--fixed-bptt",
            "--wdecay", "0", "--schedule", "plateau", "--lr-decay", "0.25", "--eval-interval", "0"]
 TOKENIZER = {"defaults": None, "classic": None, "sentencepiece": "sentencepiece", "char": "char", "gpt": None,
-             "ngram": None}
+             "ngram": None, "kenlm": None}
 LABEL = {"defaults": "(a) defaults (MeCab)", "classic": "(b) classic recipe (LSTM 2x200, SGD 20)",
          "sentencepiece": "(c) defaults, sentencepiece", "char": "(c) defaults, char",
          "gpt": "(d) small GPT (nanoGPT model.py, 4x128, context 64, AdamW 1e-3)",
-         "ngram": "(e) Kneser-Ney 5-gram (interpolated, modified; counts in seconds)"}
-SAME_IDS = ("classic", "gpt", "ngram")   # contenders that read the defaults' prepared dataset
-NO_BUDGET = ("ngram",)                     # trains as long as it takes, once
+         "ngram": "(e) Kneser-Ney 5-gram (interpolated modified, numpy)",
+         "kenlm": "(e) Kneser-Ney 5-gram (KenLM lmplz)"}
+SAME_IDS = ("classic", "gpt", "ngram", "kenlm")   # contenders that read the defaults' prepared dataset
+NO_BUDGET = ("ngram", "kenlm")                    # train as long as they take, once
 PEERS = {"gpt": os.path.join(REPO, "benchmarks", "peers", "gpt.py"),
-         "ngram": os.path.join(REPO, "benchmarks", "peers", "kneser_ney.py")}
+         "ngram": os.path.join(REPO, "benchmarks", "peers", "kneser_ney.py"),
+         "kenlm": os.path.join(REPO, "benchmarks", "peers", "kenlm_lmplz.py")}
 QUICKSTART_5MIN = 2.891   # the README quickstart's 5-minute test BPC before the budget schedule
 
 
@@ -85,7 +90,8 @@ def prepared_dir(corpus: str, tokenizer: str | None, cache: str) -> str:
     return out
 
 
-def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data: dict, save: str) -> list:
+def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data: dict, save: str,
+            lmplz: str | None = None) -> list:
     base = [sys.executable, os.path.join(REPO, "train.py"), "--max-minutes", f"{minutes:g}", "--save", save,
             "--no-progress"]
     if seed != 1111:
@@ -94,6 +100,8 @@ def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data:
         return base + ["--data", data["defaults"]] + CLASSIC
     if name in PEERS:
         peer = [sys.executable, PEERS[name], "--data", data["defaults"], "--save", save]
+        if name == "kenlm":
+            return peer + ["--lmplz", lmplz]
         return peer if name in NO_BUDGET else peer + ["--minutes", f"{minutes:g}", "--seed", str(seed)]
     tok = TOKENIZER[name]
     return base + files(corpus) + ["--cache-dir", cache] + (["--tokenizer", tok] if tok else [])
@@ -106,12 +114,12 @@ def loadavg() -> float:
         return float("nan")
 
 
-def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads) -> dict:
+def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads, lmplz=None) -> dict:
     if name in NO_BUDGET:
         minutes = 0    # its row: "minutes" 0, the time it took in wall_s and train_seconds
     save = os.path.join(runs_dir, f"{name}-{minutes:g}m-s{seed}")
     shutil.rmtree(save, ignore_errors=True)
-    cmd = command(name, minutes, seed, corpus, cache, data, save)
+    cmd = command(name, minutes, seed, corpus, cache, data, save, lmplz)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     load0, t0 = loadavg(), time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -185,6 +193,8 @@ def main(argv=None) -> int:
                    help="the plot (the report links img/bpc_vs_budget.png beside --results-md)")
     p.add_argument("--results-md", default=os.path.join(REPO, "docs", "RESULTS.md"),
                    help="the report benchmarks/render_results.py rewrites after the runs")
+    p.add_argument("--lmplz", default=shutil.which("lmplz"),
+                   help="KenLM's lmplz for the kenlm contender (default: lmplz on PATH; KenLM's query beside it)")
     p.add_argument("--keep", action="store_true", help="reuse the finished runs already in --out")
     p.add_argument("--report-only", action="store_true", help="only rewrite the plot and RESULTS.md from --out")
     args = p.parse_args(argv)
@@ -212,6 +222,13 @@ def main(argv=None) -> int:
         done |= {(r["contender"], m, s) for r in result["runs"] if r.get("rc") == 0 and r["contender"] in NO_BUDGET
                  for m in args.minutes for s in args.seeds}
         result["runs"] = [r for r in result["runs"] if r.get("rc") == 0]
+        skipped = meta.setdefault("skipped", {})
+        if "kenlm" in args.contenders and not (args.lmplz and os.access(args.lmplz, os.X_OK)):
+            skipped["kenlm"] = ("no KenLM lmplz (none on PATH and no --lmplz); build github.com/kpu/kenlm and "
+                                "pass --lmplz PATH/lmplz")
+            done |= {("kenlm", m, s) for m in args.minutes for s in args.seeds}
+        elif "kenlm" in args.contenders:
+            skipped.pop("kenlm", None)
         for minutes in args.minutes:
             for seed in args.seeds:
                 for name in args.contenders:
@@ -220,7 +237,7 @@ def main(argv=None) -> int:
                     if name in NO_BUDGET:   # once, whatever the budget and seed
                         done |= {(name, m, s) for m in args.minutes for s in args.seeds}
                     result["runs"].append(run_one(name, minutes, seed, args.corpus, args.cache_dir, data,
-                                                  args.runs_dir, args.threads))
+                                                  args.runs_dir, args.threads, args.lmplz))
                     report(result, args)
     return report(result, args)
 

@@ -122,3 +122,46 @@ def test_peer_scripts_write_results_on_a_tiny_dataset(tmp_path, monkeypatch):
         assert math.isfinite(res["test"]["bpc"]) and 0 < res["test"]["bpc"] < 20
         assert res["test"]["tokens"] == np.load(os.path.join(data, "test.ids.npy")).shape[0]
     assert gpt.main(["--data", str(tmp_path / "none"), "--save", str(tmp_path / "x"), "--minutes", "1"]) == 1
+
+
+def test_budget_section_and_commands_show_the_peers(tmp_path):
+    """gpt runs per budget on the defaults' dataset; the n-grams have no
+    budget: one row, shown under every budget longer than their counting."""
+    import bench_budget
+    from report.budget import budget_section
+    data = {"defaults": "DATA"}
+    cmd = bench_budget.command("gpt", 2, 7, "corpus", "cache", data, "SAVE")
+    assert cmd[1].endswith(os.path.join("peers", "gpt.py")) and cmd[cmd.index("--data") + 1] == "DATA"
+    assert cmd[cmd.index("--minutes") + 1] == "2" and cmd[cmd.index("--seed") + 1] == "7"
+    cmd = bench_budget.command("ngram", 2, 7, "corpus", "cache", data, "SAVE")
+    assert cmd[1].endswith("kneser_ney.py") and "--minutes" not in cmd
+    assert bench_budget.command("kenlm", 2, 7, "c", "c", data, "S", "/x/lmplz")[-2:] == ["--lmplz", "/x/lmplz"]
+    run = {"rc": 0, "chosen": None, "seed": 1}
+    result = {"meta": {"command": "c", "corpus": "c", "machine": "m", "cpus": 2, "threads": 2, "torch": "t",
+                       "date": "d", "load_min": 0.5, "load_max": 1.5, "skipped": {"kenlm": "no lmplz"}},
+              "runs": [dict(run, contender="defaults", minutes=m, test_bpc=3.0, steps=100, tokens=2e6) for m in (1, 2)]
+              + [dict(run, contender="gpt", minutes=2, test_bpc=3.3, steps=50, tokens=1e6),
+                 dict(run, contender="ngram", minutes=0, test_bpc=3.6, steps=0, tokens=3e6, train_seconds=90,
+                      wall_s=120)]}
+    text = "\n".join(budget_section(result, str(tmp_path / "b.json"), str(tmp_path), "img"))
+    assert "| (d) small GPT (nanoGPT model.py, 4x128, context 64, AdamW 1e-3) | – | 3.300 (50, 1.00M) |" in text
+    assert "| (e) Kneser-Ney 5-gram (interpolated modified, numpy) | – | 3.600 (90 s, 3.00M) |" in text
+    assert "- 2 min: the defaults are 9.1% below the small GPT (3.000 vs 3.300 test BPC)." in text
+    assert "- 2 min: the defaults are 16.7% below the Kneser-Ney 5-gram (3.000 vs 3.600 test BPC)." in text
+    assert "- Skipped: kenlm: no lmplz." in text and "| 0 min" not in text
+    bench_budget.write_plot(result["runs"], str(tmp_path / "p.png"))
+    assert os.path.getsize(tmp_path / "p.png") > 0
+
+
+def test_kenlm_lines_end_at_every_eos_and_query_totals_add_up(tmp_path):
+    from peers import kenlm_lmplz
+    path = str(tmp_path / "t.txt")
+    assert kenlm_lmplz.write_lines(np.array([5, 6, 2, 2, 7, 2]), 2, path) == 3
+    assert open(path, encoding="utf-8").read() == "5 6\n\n7\n"
+    with pytest.raises(ValueError, match="does not end with </s>"):
+        kenlm_lmplz.write_lines(np.array([5, 2, 6]), 2, path)
+    query = tmp_path / "query"
+    query.write_text("#!/bin/sh\ncat >/dev/null\necho '5=1 2 -0.5\tTotal: -1.25 OOV: 1'\necho 'Total: -2 OOV: 0'\n"
+                     "echo 'Perplexity including OOVs: 3'\n")
+    query.chmod(0o755)
+    assert kenlm_lmplz.query_log10(str(query), "m.arpa", path) == (-3.25, 1)

@@ -29,17 +29,18 @@ def budget_section(result: dict, json_path: str, md_dir: str, rel: str) -> list:
              "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
              "not start-up or the final evaluation.",
              "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
-             "(steps, million tokens trained).", *peer_notes(rows), ""]
+             "(steps, million tokens trained).", *peer_notes(rows, meta), ""]
             + budget_table(rows) + [""] + budget_findings(rows)
             + ["", f"![test BPC against budget]({rel}/bpc_vs_budget.png)", "",
                f"Per-run rows (commands, steps, tokens, load): [{link}]({link}).", ""])
 
 
-def peer_notes(rows: list) -> list:
-    """How the peers (d) and (e) were trained and scored, when they ran."""
+def peer_notes(rows: list, meta: dict) -> list:
+    """How the peers (d) and (e) were trained and scored, when they ran, and
+    the contenders skipped (with the reason the JSON's meta gives)."""
     names = {r["contender"] for r in rows}
     out = []
-    if names & {"gpt", "ngram"}:
+    if names & {"gpt", "ngram", "kenlm"}:
         out.append("- (d) and (e) train on the very ids of (a)'s prepared dataset (same vocabulary, buckets and "
                    "`</s>`) and are scored with train.py's formula: -log P over every test output token plus the "
                    "rare words' -log P(word | bucket), over the test characters.")
@@ -49,17 +50,19 @@ def peer_notes(rows: list) -> list:
                    "iterations, weight decay 0.1, clip 1.0) with the cosine over the wall-clock budget; full "
                    "softmax over the dataset's outputs; test tokens scored in windows of 64 sliding by 32 (each "
                    "token sees at least 32 tokens of context).")
-    if "ngram" in names:
-        out.append("- (e): benchmarks/peers/kneser_ney.py — interpolated modified Kneser-Ney (discounts D1, D2, "
-                   "D3+ per order), normalised over all outputs; it has no budget: it is counted once, and its "
-                   "row shows its result under every budget longer than the counting took "
-                   "(cells: test BPC (seconds counting, million tokens counted)).")
+    if names & {"ngram", "kenlm"}:
+        out.append("- (e): interpolated modified Kneser-Ney 5-grams (discounts D1, D2, D3+ per order) — "
+                   "benchmarks/peers/kneser_ney.py (numpy, normalised over all outputs, context across lines) and "
+                   "KenLM's lmplz (benchmarks/peers/kenlm_lmplz.py; context restarts at every `</s>`). No budget: "
+                   "each is counted once, and its row shows its result under every budget longer than the "
+                   "counting took (cells: test BPC (seconds counting, million tokens counted)).")
+    out += [f"- Skipped: {name}: {why}." for name, why in sorted((meta.get("skipped") or {}).items())]
     return out
 
 
 def _ngram_cells(rs: list, minutes: list) -> list:
     secs = _mean(rs, "train_seconds") or _mean(rs, "wall_s")
-    cell = f"{_mean(rs, 'test_bpc'):.3f} ({secs:.0f} s, {_mean(rs, 'tokens') / 1e6:.2f}M)"
+    cell = f"{_mean(rs, 'test_bpc'):.3f} ({secs:.{1 if secs < 10 else 0}f} s, {_mean(rs, 'tokens') / 1e6:.2f}M)"
     return [cell if secs <= 60 * m else "–" for m in minutes]
 
 
