@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -50,11 +51,9 @@ def query_log10(query: str, model: str, text: str) -> tuple:
     with open(text, encoding="utf-8") as f:
         out = subprocess.run([query, "-v", "sentence", model], stdin=f, capture_output=True, text=True, check=True)
     total, oov = 0.0, 0
-    for line in out.stdout.splitlines():
-        if line.startswith("Total:"):
-            parts = line.split()
-            total += float(parts[1])
-            oov += int(parts[3])
+    for m in re.finditer(r"Total: (\S+) OOV: (\d+)", out.stdout):   # one per line of text
+        total += float(m.group(1))
+        oov += int(m.group(2))
     return total, oov
 
 
