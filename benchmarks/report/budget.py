@@ -95,12 +95,12 @@ def budget_findings(rows: list) -> list:
     """The defaults against the classic recipe and the earlier quickstart."""
     table = summary(rows)
     out = []
-    ngram = [r for (n, _), group in table.items() if n in NO_BUDGET for r in group]
+    once = {n: [r for (k, _), group in table.items() if k == n for r in group] for n in NO_BUDGET}
     for m in (2, 5):
         a = table.get(("defaults", m))
         for peer, what in (("classic", "the classic recipe"), ("gpt", "the small GPT"),
-                           ("ngram", "the Kneser-Ney 5-gram")):
-            b = ngram if peer in NO_BUDGET else table.get((peer, m))
+                           ("ngram", "the Kneser-Ney 5-gram"), ("kenlm", "KenLM's Kneser-Ney 5-gram")):
+            b = once[peer] if peer in NO_BUDGET else table.get((peer, m))
             if a and b:
                 ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
                 out.append(f"- {m:g} min: the defaults are {abs(100 * (bb - ba) / bb):.1f}% "
