@@ -15,7 +15,21 @@ Contenders (all through train.py, one process per run):
   dropout, full softmax, fixed BPTT, no weight decay, lr / 4 after an epoch
   whose validation does not improve);
 - ``sentencepiece``, ``char``: the defaults with ``--tokenizer sentencepiece`` /
-  ``char``.
+  ``char``;
+- ``gpt``: nanoGPT's model.py with its README's CPU settings (4 layers x 128,
+  4 heads, context 64, batch 12, AdamW lr 1e-3, no dropout; cosine over the
+  budget), benchmarks/peers/gpt.py;
+- ``ngram``: an interpolated modified Kneser-Ney 5-gram,
+  benchmarks/peers/kneser_ney.py; it has no budget (it counts in seconds), so
+  it runs once and its row records how long counting took;
+- ``kenlm``: the same with KenLM's ``lmplz`` (benchmarks/peers/kenlm_lmplz.py),
+  when ``--lmplz`` (or an ``lmplz`` on PATH) is there; otherwise the JSON's
+  meta records why it was skipped.
+
+``classic``, ``gpt``, ``ngram`` and ``kenlm`` read the very ids the ``defaults`` run
+trains on (its prepared dataset) and are scored the same way: -log P over
+every output token of the test split plus the rare words' -log P(word |
+bucket), over the split's characters (qrnn_lm.lm.bits_per_char).
 
 Each corpus/tokenizer pair is tokenized once into ``--cache-dir`` before the
 runs (train.py's own on-the-fly cache), so no run pays for tokenizing.  Runs
@@ -45,9 +59,18 @@ CLASSIC = ["--rnn", "lstm", "--emsize", "200", "--nhid", "200", "--nlayers", "2"
            # what the classic recipe also does, where our defaults would choose otherwise
            "--dropouth", "0.2", "--dropouti", "0.2", "--dropoute", "0", "--softmax", "full", "--fixed-bptt",
            "--wdecay", "0", "--schedule", "plateau", "--lr-decay", "0.25", "--eval-interval", "0"]
-TOKENIZER = {"defaults": None, "classic": None, "sentencepiece": "sentencepiece", "char": "char"}
+TOKENIZER = {"defaults": None, "classic": None, "sentencepiece": "sentencepiece", "char": "char", "gpt": None,
+             "ngram": None, "kenlm": None}
 LABEL = {"defaults": "(a) defaults (MeCab)", "classic": "(b) classic recipe (LSTM 2x200, SGD 20)",
-         "sentencepiece": "(c) defaults, sentencepiece", "char": "(c) defaults, char"}
+         "sentencepiece": "(c) defaults, sentencepiece", "char": "(c) defaults, char",
+         "gpt": "(d) small GPT (nanoGPT model.py, 4x128, context 64, AdamW 1e-3)",
+         "ngram": "(e) Kneser-Ney 5-gram (interpolated modified, numpy)",
+         "kenlm": "(e) Kneser-Ney 5-gram (KenLM lmplz)"}
+SAME_IDS = ("classic", "gpt", "ngram", "kenlm")   # contenders that read the defaults' prepared dataset
+NO_BUDGET = ("ngram", "kenlm")                    # train as long as they take, once
+PEERS = {"gpt": os.path.join(REPO, "benchmarks", "peers", "gpt.py"),
+         "ngram": os.path.join(REPO, "benchmarks", "peers", "kneser_ney.py"),
+         "kenlm": os.path.join(REPO, "benchmarks", "peers", "kenlm_lmplz.py")}
 QUICKSTART_5MIN = 2.891   # the README quickstart's 5-minute test BPC before the budget schedule
 
 
@@ -67,13 +90,19 @@ def prepared_dir(corpus: str, tokenizer: str | None, cache: str) -> str:
     return out
 
 
-def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data: dict, save: str) -> list:
+def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data: dict, save: str,
+            lmplz: str | None = None) -> list:
     base = [sys.executable, os.path.join(REPO, "train.py"), "--max-minutes", f"{minutes:g}", "--save", save,
             "--no-progress"]
     if seed != 1111:
         base += ["--seed", str(seed)]
     if name == "classic":
         return base + ["--data", data["defaults"]] + CLASSIC
+    if name in PEERS:
+        peer = [sys.executable, PEERS[name], "--data", data["defaults"], "--save", save]
+        if name == "kenlm":
+            return peer + ["--lmplz", lmplz]
+        return peer if name in NO_BUDGET else peer + ["--minutes", f"{minutes:g}", "--seed", str(seed)]
     tok = TOKENIZER[name]
     return base + files(corpus) + ["--cache-dir", cache] + (["--tokenizer", tok] if tok else [])
 
@@ -85,10 +114,12 @@ def loadavg() -> float:
         return float("nan")
 
 
-def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads) -> dict:
+def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads, lmplz=None) -> dict:
+    if name in NO_BUDGET:
+        minutes = 0    # its row: "minutes" 0, the time it took in wall_s and train_seconds
     save = os.path.join(runs_dir, f"{name}-{minutes:g}m-s{seed}")
     shutil.rmtree(save, ignore_errors=True)
-    cmd = command(name, minutes, seed, corpus, cache, data, save)
+    cmd = command(name, minutes, seed, corpus, cache, data, save, lmplz)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     load0, t0 = loadavg(), time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -103,6 +134,7 @@ def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads) -> dict
         row.update(test_bpc=res["test"]["bpc"], valid_bpc=res["valid"]["bpc"], test_ppl=res["test"]["ppl"],
                    steps=res["step"], tokens=res.get("tokens"), train_minutes=res.get("minutes"),
                    chosen=res.get("chosen"),
+                   **({"train_seconds": res["train_seconds"]} if "train_seconds" in res else {}),
                    model=next((ln for ln in proc.stdout.splitlines() if ln.startswith("model:")), ""))
     else:
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -127,12 +159,14 @@ def write_plot(rows: list, png: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in LABEL:
         pts = sorted((m, sum(r["test_bpc"] for r in rs) / len(rs)) for (n, m), rs in table.items() if n == name)
-        if pts:
+        if pts and name in NO_BUDGET:   # no budget: a level line
+            ax.axhline(pts[0][1], linestyle="--", color="gray", label=LABEL[name])
+        elif pts:
             ax.plot(*zip(*pts), marker="o", label=LABEL[name])
     ax.set_xlabel("training budget (CPU minutes, wall time)")
     ax.set_ylabel("test bits per character")
     ax.set_xscale("log")
-    ticks = sorted({m for (_, m) in table})
+    ticks = sorted({m for (n, m) in table if n not in NO_BUDGET})
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{m:g}" for m in ticks])
     ax.grid(alpha=0.3)
@@ -159,6 +193,8 @@ def main(argv=None) -> int:
                    help="the plot (the report links img/bpc_vs_budget.png beside --results-md)")
     p.add_argument("--results-md", default=os.path.join(REPO, "docs", "RESULTS.md"),
                    help="the report benchmarks/render_results.py rewrites after the runs")
+    p.add_argument("--lmplz", default=shutil.which("lmplz"),
+                   help="KenLM's lmplz for the kenlm contender (default: lmplz on PATH; KenLM's query beside it)")
     p.add_argument("--keep", action="store_true", help="reuse the finished runs already in --out")
     p.add_argument("--report-only", action="store_true", help="only rewrite the plot and RESULTS.md from --out")
     args = p.parse_args(argv)
@@ -179,18 +215,29 @@ def main(argv=None) -> int:
         os.makedirs(args.runs_dir, exist_ok=True)
         data = {}
         for name in args.contenders:
-            key = "defaults" if name == "classic" else name
+            key = "defaults" if name in SAME_IDS else name
             if key not in data:
                 data[key] = prepared_dir(args.corpus, TOKENIZER[key], args.cache_dir)
         done = {(r["contender"], r["minutes"], r["seed"]) for r in result["runs"] if r.get("rc") == 0}
+        done |= {(r["contender"], m, s) for r in result["runs"] if r.get("rc") == 0 and r["contender"] in NO_BUDGET
+                 for m in args.minutes for s in args.seeds}
         result["runs"] = [r for r in result["runs"] if r.get("rc") == 0]
+        skipped = meta.setdefault("skipped", {})
+        if "kenlm" in args.contenders and not (args.lmplz and os.access(args.lmplz, os.X_OK)):
+            skipped["kenlm"] = ("no KenLM lmplz (none on PATH and no --lmplz); build github.com/kpu/kenlm and "
+                                "pass --lmplz PATH/lmplz")
+            done |= {("kenlm", m, s) for m in args.minutes for s in args.seeds}
+        elif "kenlm" in args.contenders:
+            skipped.pop("kenlm", None)
         for minutes in args.minutes:
             for seed in args.seeds:
                 for name in args.contenders:
                     if (name, minutes, seed) in done:
                         continue
+                    if name in NO_BUDGET:   # once, whatever the budget and seed
+                        done |= {(name, m, s) for m in args.minutes for s in args.seeds}
                     result["runs"].append(run_one(name, minutes, seed, args.corpus, args.cache_dir, data,
-                                                  args.runs_dir, args.threads))
+                                                  args.runs_dir, args.threads, args.lmplz))
                     report(result, args)
     return report(result, args)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench_budget import LABEL, QUICKSTART_5MIN, summary
+from bench_budget import LABEL, NO_BUDGET, QUICKSTART_5MIN, summary
 
 
 def _mean(rs: list, key: str) -> float:
@@ -29,17 +29,53 @@ def budget_section(result: dict, json_path: str, md_dir: str, rel: str) -> list:
              "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
              "not start-up or the final evaluation.",
              "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
-             "(steps, million tokens trained).", ""]
+             "(steps, million tokens trained).", *peer_notes(rows, meta), ""]
             + budget_table(rows) + [""] + budget_findings(rows)
             + ["", f"![test BPC against budget]({rel}/bpc_vs_budget.png)", "",
                f"Per-run rows (commands, steps, tokens, load): [{link}]({link}).", ""])
 
 
+def peer_notes(rows: list, meta: dict) -> list:
+    """How the peers (d) and (e) were trained and scored, when they ran, and
+    the contenders skipped (with the reason the JSON's meta gives)."""
+    names = {r["contender"] for r in rows}
+    out = []
+    if names & {"gpt", "ngram", "kenlm"}:
+        out.append("- (d) and (e) train on the very ids of (a)'s prepared dataset (same vocabulary, buckets and "
+                   "`</s>`) and are scored with train.py's formula: -log P over every test output token plus the "
+                   "rare words' -log P(word | bucket), over the test characters.")
+    if "gpt" in names:
+        out.append("- (d): benchmarks/peers/gpt.py — nanoGPT's model.py unchanged, its README's CPU settings "
+                   "(4 layers x 128, 4 heads, context 64, batch 12, no dropout, AdamW lr 1e-3 to 1e-4, 100 warmup "
+                   "iterations, weight decay 0.1, clip 1.0) with the cosine over the wall-clock budget; full "
+                   "softmax over the dataset's outputs; test tokens scored in windows of 64 sliding by 32 (each "
+                   "token sees at least 32 tokens of context).")
+    if names & {"ngram", "kenlm"}:
+        out.append("- (e): interpolated modified Kneser-Ney 5-grams (discounts D1, D2, D3+ per order) — "
+                   "benchmarks/peers/kneser_ney.py (numpy, normalised over all outputs, context across lines) and "
+                   "KenLM's lmplz (benchmarks/peers/kenlm_lmplz.py; context restarts at every `</s>`). No budget: "
+                   "each is counted once, and its row shows its result under every budget longer than the "
+                   "counting took (cells: test BPC (seconds counting, million tokens counted)).")
+    out += [f"- Skipped: {name}: {why}." for name, why in sorted((meta.get("skipped") or {}).items())]
+    return out
+
+
+def _ngram_cells(rs: list, minutes: list) -> list:
+    secs = _mean(rs, "train_seconds") or _mean(rs, "wall_s")
+    cell = f"{_mean(rs, 'test_bpc'):.3f} ({secs:.{1 if secs < 10 else 0}f} s, {_mean(rs, 'tokens') / 1e6:.2f}M)"
+    return [cell if secs <= 60 * m else "–" for m in minutes]
+
+
 def budget_table(rows: list) -> list:
     table = summary(rows)
-    minutes = sorted({m for (_, m) in table})
+    minutes = sorted({m for (n, m) in table if n not in NO_BUDGET})
     lines = ["| contender | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---|" + "---|" * len(minutes)]
     for name in LABEL:
+        if name in NO_BUDGET:
+            rs = [r for (n, _), group in table.items() if n == name for r in group]
+            if rs:
+                lines.append(f"| {LABEL[name]} | " + " | ".join(_ngram_cells(rs, minutes)) + " |")
+            continue
         cells = []
         for m in minutes:
             rs = table.get((name, m))
@@ -59,12 +95,16 @@ def budget_findings(rows: list) -> list:
     """The defaults against the classic recipe and the earlier quickstart."""
     table = summary(rows)
     out = []
+    once = {n: [r for (k, _), group in table.items() if k == n for r in group] for n in NO_BUDGET}
     for m in (2, 5):
-        a, b = table.get(("defaults", m)), table.get(("classic", m))
-        if a and b:
-            ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
-            out.append(f"- {m:g} min: the defaults are {100 * (bb - ba) / bb:.1f}% below the classic recipe "
-                       f"({ba:.3f} vs {bb:.3f} test BPC).")
+        a = table.get(("defaults", m))
+        for peer, what in (("classic", "the classic recipe"), ("gpt", "the small GPT"),
+                           ("ngram", "the Kneser-Ney 5-gram"), ("kenlm", "KenLM's Kneser-Ney 5-gram")):
+            b = once[peer] if peer in NO_BUDGET else table.get((peer, m))
+            if a and b:
+                ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
+                out.append(f"- {m:g} min: the defaults are {abs(100 * (bb - ba) / bb):.1f}% "
+                           f"{'below' if ba <= bb else 'above'} {what} ({ba:.3f} vs {bb:.3f} test BPC).")
     a5 = table.get(("defaults", 5))
     if a5:
         ba = _mean(a5, "test_bpc")
