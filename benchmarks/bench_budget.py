@@ -134,8 +134,7 @@ def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads, lmplz=N
         row.update(test_bpc=res["test"]["bpc"], valid_bpc=res["valid"]["bpc"], test_ppl=res["test"]["ppl"],
                    steps=res["step"], tokens=res.get("tokens"), train_minutes=res.get("minutes"),
                    chosen=res.get("chosen"),
-                   **({"train_seconds": res["train_seconds"]} if "train_seconds" in res else {}),
-                   model=next((ln for ln in proc.stdout.splitlines() if ln.startswith("model:")), ""))
+                   **{k: res[k] for k in ("train_seconds", "parameters") if k in res})
     else:
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
     print(json.dumps({k: v for k, v in row.items() if k not in ("command", "chosen")}), flush=True)
