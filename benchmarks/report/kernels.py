@@ -36,7 +36,7 @@ def cpu_kernel_section(results_dir: str) -> list:
         runs.append((path, d)) if d else L.append(missing)
     if not runs:
         return L + [f"Not measured: no `{_rel(results_dir)}/fo_pool_cpu_*.json`; "
-                    "`python benchmarks/bench_fo_pool.py` writes one.\n"]
+                    "`python benchmarks/bench_fo_pool.py` writes one.\n"] + cpu_layer_lines(results_dir)
     L.append("Every stored CPU run of `benchmarks/bench_fo_pool.py` (section 3 shows the newest). Times are the "
              "best of the run's repeats; in brackets the share of the copy bandwidth measured in the same run "
              "(bytes each kernel must read and write once: forward 3n, backward 6n, fused forward 5n, fused "
