@@ -59,7 +59,7 @@ def test_cpu_kernel_section_reads_every_run(tmp_path):
     # 64*8*256 bfloat16: forward 3n * 2 bytes in 1 ms = 0.79 GB/s = 8% of 10 GB/s; floor 9n * 2 bytes: 0.24 ms
     assert "| 2 | 10.0 | 64×8×256 | bfloat16 | 1.00 (8%) | 1.00 (16%) | 2.00 (7%) | 2.00 (10%) | 3.00 | 0.24 | " \
            "12.72× | – | – |" in text
-    assert ("- 128×32×512 float32, 2 thread(s), 2 runs: forward+backward 6.00–8.00 ms, 3.0–4.0× faster than the "
+    assert ("- 128×32×512 float32, 2 threads, 2 runs: forward+backward 6.00–8.00 ms, 3.0–4.0× faster than the "
             "`unbind` loop, 6.0–8.0× the reference loop, 0.79–1.06× the floor.") in text
     assert "No stored run measured the portable" in text and "QRNN_LM_CPU_BASELINE=1" in text
     # a run of the portable kernel: its command says so, and the note goes
@@ -97,7 +97,7 @@ def test_gpu_section_reads_its_folder(tmp_path):
     assert "- Shapes with fewer columns: float32 forward 25%, backward 50%." in text
     assert "- Forward+backward through autograd: 10–100× faster than the `unbind` loop." in text
     assert "batch 8–256 × length 32–512: the QRNN layer's forward+backward is 3.0–11.0× faster" in text
-    assert "thread(s)" not in text   # CPU threads say nothing of a GPU run
+    assert "thread" not in text   # CPU threads say nothing of a GPU run
     assert "| 5,000 | 21.00 | 2.5000 | 19.00 | 2.6000 | 59,338 |" in text
     assert "README" not in text      # the folder has none to link
 
@@ -129,7 +129,8 @@ def test_pipeline_section_reads_prepare_and_wiki_json(tmp_path):
 def test_missing_or_broken_json_names_the_command(tmp_path):
     empty = str(tmp_path)
     assert "`python benchmarks/bench_fo_pool.py` writes one." in "\n".join(cpu_kernel_section(empty))
-    assert "`python benchmarks/bench_rnn.py --quick --threads 1` writes the JSON" in "\n".join(cpu_kernel_section(empty))
+    assert "`python benchmarks/bench_rnn.py --quick --threads 1` writes the JSON" in \
+        "\n".join(cpu_kernel_section(empty))
     assert "`OUT=dir bash benchmarks/gpu_check.sh` on a machine with a GPU" in "\n".join(gpu_section(empty))
     text = "\n".join(pipeline_section(empty))
     assert "bench_prepare.json` does not exist; `python benchmarks/bench_prepare.py` writes it." in text

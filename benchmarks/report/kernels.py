@@ -3,9 +3,7 @@ copy bandwidth and the memory floor, and the range of the layer speed-ups
 (the JSON files of benchmarks/bench_fo_pool.py and bench_rnn.py)."""
 from __future__ import annotations
 
-import os
-
-from report.stored import ELEMENT_BYTES, fo_pool_command, layer_ranges, load_stored, span, stored_files
+from report.stored import ELEMENT_BYTES, fo_pool_command, layer_ranges, load_stored, span, stored_files, threads
 from report.tables import _f, _rel, _table
 
 # passes over the data that forward (read f, z; write c) and backward (read
@@ -44,8 +42,8 @@ def cpu_kernel_section(results_dir: str) -> list:
              "copy bandwidth. The fused kernel takes the gates before their activations (tanh/sigmoid inside, "
              "output gate applied). Runs (the command is rebuilt from each JSON's fields):\n")
     for i, (path, d) in enumerate(runs, 1):
-        L.append(f"{i}. {d.get('date')}, {d.get('device_name')}, torch {d.get('torch')}, {d.get('threads')} "
-                 f"thread(s) of {d.get('cpu_count')} cores, kernel: {_kernel_name(d)}: `{fo_pool_command(d)}` "
+        L.append(f"{i}. {d.get('date')}, {d.get('device_name')}, torch {d.get('torch')}, {threads(d.get('threads'))} "
+                 f"of {d.get('cpu_count')} CPUs, kernel: {_kernel_name(d)}: `{fo_pool_command(d)}` "
                  f"(`{_rel(path)}`)")
     L.append("")
     rows = []
@@ -74,9 +72,9 @@ def cpu_kernel_findings(runs: list) -> list:
                 key = (f"{r['T']}×{r['B']}×{r['H']}", r["dtype"], d.get("threads"))
                 groups.setdefault(key, []).append((r, d["copy_GBs"]))
     L = []
-    for (shape, dtype, threads), rs in groups.items():
+    for (shape, dtype, n_threads), rs in groups.items():
         if len(rs) > 1:
-            L.append(f"- {shape} {dtype}, {threads} thread(s), {len(rs)} runs: forward+backward "
+            L.append(f"- {shape} {dtype}, {threads(n_threads)}, {len(rs)} runs: forward+backward "
                      f"{span([r['kernel_fwdbwd_ms'] for r, _ in rs], '{:.2f}')} ms, "
                      f"{span([r['speedup_fwdbwd_vs_unbind'] for r, _ in rs])}× faster than the `unbind` loop, "
                      f"{span([r['speedup_fwdbwd_vs_reference'] for r, _ in rs])}× the reference loop, "

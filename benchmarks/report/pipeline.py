@@ -22,8 +22,10 @@ def prepare_lines(path: str) -> list:
     d, missing = load_stored(path, PREPARE)
     if d is None:
         return L + [missing]
-    workers = sorted(int(k[len("tokens_per_s_workers"):]) for k in d if k.startswith("tokens_per_s_workers"))
-    L.append(f"`{PREPARE} --lines {d.get('lines')} --workers {max(workers, default=1)}` (`{_rel(path)}`; the JSON records no date) on "
+    key = "tokens_per_s_workers"
+    workers = sorted(int(k[len(key):]) for k in d if k.startswith(key))
+    L.append(f"`{PREPARE} --lines {d.get('lines')} --workers {max(workers, default=1)}` (`{_rel(path)}`; the JSON "
+             f"records no date) on "
              f"{d.get('machine')}, {d.get('cpus')} CPUs shared with other work (load average "
              f"{d.get('load_avg_start', 0):.1f} at the start, {d.get('load_avg_end', 0):.1f} at the end). "
              f"Tokenization of the first {d.get('lines', 0):,} lines of train.txt ({d.get('characters', 0):,} "

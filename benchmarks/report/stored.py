@@ -55,6 +55,10 @@ def fo_pool_command(d: dict) -> str:
     return " ".join(cmd)
 
 
+def threads(n) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def span(xs: list, fmt: str = "{:.1f}") -> str:
     """'a–b' over the values ``xs`` (one value alone: 'a')."""
     lo, hi = fmt.format(min(xs)), fmt.format(max(xs))
@@ -72,9 +76,9 @@ def layer_ranges(paths: list) -> list:
             out.append(missing or f"`{_rel(path)}` holds no rows.\n")
             continue
         m = d.get("meta", {})
-        threads = f", {m.get('threads')} thread(s)" if m.get("device") == "cpu" else ""
+        used = f", {threads(m.get('threads'))}" if m.get("device") == "cpu" else ""
         out.append(f"- {m.get('device_name', m.get('device'))}, {m.get('input', 'tensor')} input, hidden "
-                   f"{m.get('hidden')}{threads}, batch {span([r['batch'] for r in rows], '{}')}"
+                   f"{m.get('hidden')}{used}, batch {span([r['batch'] for r in rows], '{}')}"
                    f" × length {span([r['length'] for r in rows], '{}')}: the QRNN layer's forward+backward is "
                    f"{span([r['speedup_fwdbwd'] for r in rows])}× faster than the LSTM layer's (forward alone "
                    f"{span([r['speedup_fwd'] for r in rows])}×) and costs "
