@@ -1,0 +1,81 @@
+"""Section 8: how fast the data pipeline runs: MeCab tokenization and a whole
+``prepare`` (benchmarks/bench_prepare.py's JSON) and Wikipedia dump extraction
+(benchmarks/bench_wiki.py's JSON)."""
+from __future__ import annotations
+
+import os
+
+from report.stored import load_stored, span
+from report.tables import _rel, _table
+
+PREPARE = "python benchmarks/bench_prepare.py"
+WIKI = "python benchmarks/bench_wiki.py"
+
+
+def pipeline_section(results_dir: str) -> list:
+    return (["## 8. Data preparation speed\n"] + prepare_lines(os.path.join(results_dir, "bench_prepare.json"))
+            + wiki_lines(os.path.join(results_dir, "wiki_extract.json")))
+
+
+def prepare_lines(path: str) -> list:
+    L = ["### `prepare` with MeCab (`benchmarks/bench_prepare.py`)\n"]
+    d, missing = load_stored(path, PREPARE)
+    if d is None:
+        return L + [missing]
+    key = "tokens_per_s_workers"
+    workers = sorted(int(k[len(key):]) for k in d if k.startswith(key))
+    L.append(f"`{PREPARE} --lines {d.get('lines')} --workers {max(workers, default=1)}` (`{_rel(path)}`; the JSON "
+             f"records no date) on "
+             f"{d.get('machine')}, {d.get('cpus')} CPUs shared with other work (load average "
+             f"{d.get('load_avg_start', 0):.1f} at the start, {d.get('load_avg_end', 0):.1f} at the end). "
+             f"Tokenization of the first {d.get('lines', 0):,} lines of train.txt ({d.get('characters', 0):,} "
+             f"characters, {d.get('tokens', 0):,} tokens):\n")
+    rows = [[w, f"{d[f'tokens_per_s_workers{w}']:,.0f}", f"{d[f'cpu_seconds_workers{w}']:.2f}",
+             f"{d['tokens'] / d[f'cpu_seconds_workers{w}']:,.0f}"] for w in workers if d.get("tokens")]
+    L.append(_table(["worker processes", "tokens/s (wall)", "CPU seconds", "tokens per CPU second"], rows) + "\n")
+    if "prepare_seconds" in d:
+        L.append(f"A whole `prepare` of train/valid/test (MeCab, k-means buckets; {d.get('prepare_train_tokens', 0):,}"
+                 f" training tokens) took **{d['prepare_seconds']:.1f} s** of wall time; its log:\n")
+        L.append("```\n" + "\n".join(p.strip() for p in d.get("prepare_phases", [])) + "\n```\n")
+    else:
+        L.append(f"The whole `prepare` was skipped (`--skip-prepare`); `{PREPARE}` times it.\n")
+    return L
+
+
+def wiki_lines(path: str) -> list:
+    L = ["### Wikipedia dump extraction (`benchmarks/bench_wiki.py`)\n"]
+    d, missing = load_stored(path, WIKI)
+    if d is None:
+        return L + [missing]
+    rows = d.get("rows", [])
+    full = [r for r in rows if r.get("dump") == "full"] or rows
+    mb = full[0]["xml_mb"] if full else 0
+    L.append(f"`{WIKI} --mb {mb:.0f}` (`{_rel(path)}`), {d.get('date')}, {d.get('cpu')}, {d.get('cores')} cores, "
+             f"Python {d.get('python')}, mwparserfromhell {d.get('mwparserfromhell')} (C tokenizer: "
+             f"{'yes' if d.get('mwparserfromhell_c_tokenizer') else 'no'}): a generated jawiki-like dump, each case "
+             "in a fresh process. " + (d.get("note", "") + "." if d.get("note") else "") + "\n")
+    L.append(_table(["dump", "file", "articles", "XML MB", "pages", "articles written", "CPU s", "pages per CPU s",
+                     "MB of XML per CPU s", "MB of XML per s (wall)", "peak RSS MB"],
+                    [[r["dump"], f"`{r['file']}`", "all" if r["sample"] == 1 else f"`--sample {r['sample']}`",
+                      f"{r['xml_mb']:.1f}", f"{r['pages']:,}", f"{r['articles_written']:,}", f"{r['cpu_seconds']:.1f}",
+                      f"{r['pages_per_cpu_s']:,.0f}", f"{r['xml_mb_per_cpu_s']:.2f}", f"{r['xml_mb_per_s']:.2f}",
+                      f"{r['peak_rss_mb']:.0f}"] for r in rows]) + "\n")
+    return L + wiki_findings(rows)
+
+
+def wiki_findings(rows: list) -> list:
+    if not rows:
+        return []
+    sizes = sorted({r["xml_mb"] for r in rows})
+    L = [f"- Peak RSS {span([r['peak_rss_mb'] for r in rows], '{:.0f}')} MB for dumps of "
+         + " and ".join(f"{s:.0f}" for s in sizes) + " MB of XML: extraction streams the dump."]
+    allp = [r for r in rows if r["sample"] == 1]
+    if allp:
+        L.append(f"- Every article: {span([r['xml_mb_per_cpu_s'] for r in allp], '{:.2f}')} MB of XML per CPU "
+                 "second, bounded by parsing the wikitext.")
+    for r in rows:
+        if r["sample"] > 1 and r["file"].endswith(".bz2"):
+            L.append(f"- `--sample {r['sample']}` of a `.bz2` dump: {r['xml_mb_per_cpu_s']:.2f} MB of XML per CPU "
+                     "second, bounded by decompressing the whole dump, which every page passes through; 10 GB of "
+                     f"uncompressed XML at that rate take about {10_000 / r['xml_mb_per_cpu_s'] / 60:.0f} CPU minutes.")
+    return L + [""]
