@@ -97,9 +97,12 @@ def run_cli(argv, *, timeout=90, cwd=None, env=None, memory_gib=None):
                             start_new_session=True, preexec_fn=limit if memory_gib else None)
     try:
         out, err = proc.communicate(timeout=timeout)
+        hung = False
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
         out, err = proc.communicate(timeout=30)
+        hung = True
+    if hung:
         pytest.fail(f"`python {' '.join(argv)}` still ran after {timeout} s (a hang or a spin); "
                     f"stdout tail: {out[-800:]!r}; stderr tail: {err[-800:]!r}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -134,13 +137,18 @@ def kill_tree(pid):
             pass
 
 
-def assert_one_sentence(rc, stderr, *words):
+def assert_one_sentence(rc, stderr, *words, ignore=()):
     """A user-facing failure: a non-zero exit, no traceback, and stderr is one
-    line (one sentence) holding every one of ``words`` (case-insensitive)."""
+    line (one sentence) holding every one of ``words`` (case-insensitive).
+    The strings in ``ignore`` (e.g. a temporary directory whose name repeats
+    the test's name) are cut from the line before the words are looked for."""
     assert rc != 0, f"exit status 0; stderr: {stderr!r}"
     assert "Traceback" not in stderr, stderr
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {stderr!r}"
+    bare = lines[0]
+    for s in ignore:
+        bare = bare.replace(str(s), "")
     for w in words:
-        assert str(w).lower() in lines[0].lower(), f"{w!r} is not in {lines[0]!r}"
+        assert str(w).lower() in bare.lower(), f"{w!r} is not in {lines[0]!r}"
     return lines[0]
