@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in --save from its last.pt; RUN: a run directory or checkpoint "
                         "(one from elsewhere starts a new run only in an empty --save)")
+    o.add_argument("--take-over", action="store_true", default=None,
+                   help="with --resume: take the run directory's lock even if its process looks alive (another "
+                        "host, a reused pid), e.g. after a preempted machine")
     o.add_argument("--log-interval", type=int, default=None, help="steps between log lines (200)")
     o.add_argument("--eval-interval", type=int, default=None,
                    help="validate every N steps (0: each epoch; default: by time, about 5%% of it)")
@@ -224,7 +227,7 @@ def setup(args, given: set, locks: list) -> Run:
     if world.is_master:
         ensure_writable_dir(save, "--save")
         lock = RunLock(save)
-        lock.acquire(print)
+        lock.acquire(print, take_over=bool(args.take_over))
         locks.append(lock)   # main() releases it
         remove_orphan_temp_files(save, print)
     if note:
