@@ -207,6 +207,14 @@ class Run:
             self._nbatches = {epoch: len(tb.plan(epoch)) if self.stream else len(tb.batches(epoch))}
         return self._nbatches[epoch]
 
+    def epoch_in_progress(self) -> int:
+        """The batches of the epoch in progress; a position at or past its
+        end moves to the next epoch's start, so the loop can never spin."""
+        s = self.state
+        while s.batch >= self.nbatches(s.epoch):
+            s.epoch, s.batch, s.rnn_state = s.epoch + 1, 0, None
+        return self.nbatches(s.epoch)
+
     def progress(self) -> float:
         a, s = self.settings, self.state
         return budget_progress(step=s.step, epoch_pos=s.epoch_pos(self.nbatches(s.epoch)), elapsed=s.elapsed,
@@ -263,7 +271,8 @@ def setup_model(s: Settings, world: World, device: torch.device, ckpt: dict | No
               scaler=torch.amp.GradScaler("cuda", enabled=s.amp == "fp16"))
     torch.manual_seed(s.seed + world.rank)  # different dropout masks on each rank
     if ckpt is not None:
-        run.state = resume_training(ckpt, run.parts(), rank=world.rank, world_size=world.size, device=device)
+        run.state = resume_training(ckpt, run.parts(), rank=world.rank, world_size=world.size, device=device,
+                                    epoch_batches=run.nbatches, split_tokens=splits["train"].tokens, log=run.log)
     return run
 
 
@@ -362,7 +371,7 @@ def loop(run: Run, stop: dict) -> str:
                               f"stopped without saving it; {where}. Lower --lr, keep --clip on, or use "
                               "--amp bf16 / off.")
     while True:
-        nbatches = run.nbatches(s.epoch)
+        nbatches = run.epoch_in_progress()
         run.model.train()
         run.runlog.open_bar(nbatches, s.batch, s.epoch)
         t_interval, acc = clock(), [0.0, 0, 0]        # loss sum, steps, tokens since the last log line
@@ -432,6 +441,8 @@ def evaluate(run: Run, name: str) -> dict:
 def save_last(run: Run) -> None:
     """Gather every rank's RNG and carried state, then rank 0 writes last.pt."""
     s = run.state
+    s.epoch_batches, s.split_tokens = run.nbatches(s.epoch), run.splits["train"].tokens   # the data position
+    s.epoch_tokens = run.train_batches.consumed(s.epoch, s.batch) * run.world.size
     local = rank_snapshot(s.rnn_state if run.stream and s.batch > 0 else None, cuda=run.device.type == "cuda")
     ranks = distributed.gather(run.world, local)
     if run.world.is_master:
