@@ -328,6 +328,14 @@ class TrainState:
     def epoch_pos(self, nbatches: int) -> float:
         return self.epoch + self.batch / max(nbatches, 1)
 
+    def epoch_in_progress(self, epoch_batches) -> int:
+        """The batches of the epoch in progress (``epoch_batches(epoch)``); a
+        position at or past its end moves to the next epoch's start, so a
+        training loop can never spin on it."""
+        while self.batch >= epoch_batches(self.epoch):
+            self.epoch, self.batch, self.rnn_state = self.epoch + 1, 0, None
+        return epoch_batches(self.epoch)
+
     def to_checkpoint(self, parts: RunParts, ranks: list) -> dict:
         """``ranks``: every rank's ``{"rng": ..., "state": to_plain(state) or None}``."""
         states = [r["state"] for r in ranks]

@@ -122,9 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in --save from its last.pt; RUN: a run directory or checkpoint "
                         "(one from elsewhere starts a new run only in an empty --save)")
-    o.add_argument("--take-over", action="store_true", default=None,
-                   help="with --resume: take the run directory's lock even if its process looks alive (another "
-                        "host, a reused pid), e.g. after a preempted machine")
+    o.add_argument("--take-over", action="store_true", default=None, help="with --resume: take the run "
+                   "directory's lock even if it looks alive (e.g. left by a preempted machine)")
     o.add_argument("--log-interval", type=int, default=None, help="steps between log lines (200)")
     o.add_argument("--eval-interval", type=int, default=None,
                    help="validate every N steps (0: each epoch; default: by time, about 5%% of it)")
@@ -206,14 +205,6 @@ class Run:
             tb = self.train_batches
             self._nbatches = {epoch: len(tb.plan(epoch)) if self.stream else len(tb.batches(epoch))}
         return self._nbatches[epoch]
-
-    def epoch_in_progress(self) -> int:
-        """The batches of the epoch in progress; a position at or past its
-        end moves to the next epoch's start, so the loop can never spin."""
-        s = self.state
-        while s.batch >= self.nbatches(s.epoch):
-            s.epoch, s.batch, s.rnn_state = s.epoch + 1, 0, None
-        return self.nbatches(s.epoch)
 
     def progress(self) -> float:
         a, s = self.settings, self.state
@@ -371,7 +362,7 @@ def loop(run: Run, stop: dict) -> str:
                               f"stopped without saving it; {where}. Lower --lr, keep --clip on, or use "
                               "--amp bf16 / off.")
     while True:
-        nbatches = run.epoch_in_progress()
+        nbatches = s.epoch_in_progress(run.nbatches)   # never a spin past an epoch's end
         run.model.train()
         run.runlog.open_bar(nbatches, s.batch, s.epoch)
         t_interval, acc = clock(), [0.0, 0, 0]        # loss sum, steps, tokens since the last log line

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -103,8 +102,7 @@ def test_consumed_counts_the_target_tokens_before_a_batch():
 
 def test_the_loop_never_spins_on_a_position_past_the_epoch():
     state = TrainState(epoch=0, batch=99, rnn_state=(torch.zeros(1),))
-    run = types.SimpleNamespace(state=state, nbatches=lambda e: 5)
-    assert train_mod.Run.epoch_in_progress(run) == 5
+    assert state.epoch_in_progress(lambda e: 5) == 5
     assert (state.epoch, state.batch, state.rnn_state) == (1, 0, None)
 
 
