@@ -318,9 +318,23 @@ class TrainState:
     plateau_best: float = float("inf")
     finished: str = ""           # why the run ended ("" while it can go on)
     rnn_state: object = None     # this rank's carried recurrent state (stream batching)
+    # where in the data the run is, in a form that survives another world size or a changed split
+    # (set before each save; None in checkpoints written before they were recorded)
+    world_size: int | None = None      # processes that trained it
+    epoch_batches: int | None = None   # batches of the epoch in progress, per rank
+    epoch_tokens: int | None = None    # training tokens consumed in the epoch in progress, all ranks
+    split_tokens: int | None = None    # tokens of the training split
 
     def epoch_pos(self, nbatches: int) -> float:
         return self.epoch + self.batch / max(nbatches, 1)
+
+    def epoch_in_progress(self, epoch_batches) -> int:
+        """The batches of the epoch in progress (``epoch_batches(epoch)``); a
+        position at or past its end moves to the next epoch's start, so a
+        training loop can never spin on it."""
+        while self.batch >= epoch_batches(self.epoch):
+            self.epoch, self.batch, self.rnn_state = self.epoch + 1, 0, None
+        return epoch_batches(self.epoch)
 
     def to_checkpoint(self, parts: RunParts, ranks: list) -> dict:
         """``ranks``: every rank's ``{"rng": ..., "state": to_plain(state) or None}``."""
@@ -332,15 +346,17 @@ class TrainState:
             "config": parts.model.config.to_dict(), "args": dict(parts.args), "chosen": dict(parts.chosen),
             "inference": dict(parts.inference), "vocab": parts.vocab.to_dict(), "rng": [r["rng"] for r in ranks],
             "data": {"epoch": self.epoch, "batch": self.batch,
-                     "state": states if any(s is not None for s in states) else None},
+                     "state": states if any(s is not None for s in states) else None,
+                     "world_size": len(ranks), "batches": self.epoch_batches, "tokens": self.epoch_tokens,
+                     "split_tokens": self.split_tokens},
             "step": self.step, "elapsed": self.elapsed, "tokens": self.tokens, "best_val_loss": self.best_val_loss,
             "train_seconds": self.train_seconds, "valid_seconds": self.valid_seconds, "finished": self.finished,
         }
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, *, rank: int, world_size: int, device) -> "TrainState":
-        sched = ckpt.get("scheduler") or {}
-        states = ckpt["data"].get("state")
+        sched, data = ckpt.get("scheduler") or {}, ckpt["data"]
+        states = data.get("state")
         rnn_state = to_device(states[rank], device) if states is not None and len(states) == world_size else None
         elapsed = float(ckpt.get("elapsed", 0.0))
         valid_seconds = float(ckpt.get("valid_seconds", 0.0))   # older checkpoints: all elapsed time trained
@@ -349,7 +365,15 @@ class TrainState:
                    valid_seconds=valid_seconds, tokens=int(ckpt.get("tokens", 0)),
                    best_val_loss=float(ckpt.get("best_val_loss", float("inf"))),
                    plateau_scale=float(sched.get("scale", 1.0)), plateau_best=float(sched.get("best", float("inf"))),
-                   finished=str(ckpt.get("finished") or ""), rnn_state=rnn_state)
+                   finished=str(ckpt.get("finished") or ""), rnn_state=rnn_state,
+                   world_size=_count(data.get("world_size")) or len(ckpt.get("rng") or []) or None,
+                   epoch_batches=_count(data.get("batches")), epoch_tokens=_count(data.get("tokens")),
+                   split_tokens=_count(data.get("split_tokens")))
+
+
+def _count(v) -> int | None:
+    """A recorded count, or None where it is missing or not a count."""
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 def check_resumable(ckpt: dict) -> None:
@@ -365,9 +389,13 @@ def rank_snapshot(rnn_state, cuda: bool) -> dict:
             "state": to_plain(rnn_state)}
 
 
-def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, device) -> TrainState:
+def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, device,
+                    epoch_batches=None, split_tokens: int | None = None, log=None) -> TrainState:
     """Restore a resumed run's optimizer, grad scaler and this rank's RNG
-    streams into ``parts``; returns the run's ``TrainState``."""
+    streams into ``parts``; returns the run's ``TrainState``, its data
+    position mapped (``map_position``) when the world size or the training
+    split changed.  ``epoch_batches(epoch)``: batches of an epoch per rank
+    now; ``split_tokens``: tokens of the training split now."""
     try:
         parts.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError):
@@ -383,4 +411,45 @@ def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, 
         torch.set_rng_state(rng[rank]["torch"])
         if torch.device(device).type == "cuda" and rng[rank].get("cuda") is not None:
             torch.cuda.set_rng_state(rng[rank]["cuda"])
+    if epoch_batches is not None:
+        map_position(state, ckpt["path"], world_size=world_size, epoch_batches=epoch_batches,
+                     split_tokens=split_tokens, log=log or (lambda text: None))
     return state
+
+
+def map_position(state: TrainState, path: str, *, world_size: int, epoch_batches, split_tokens: int | None,
+                 log) -> None:
+    """Keep ``state``'s data position when nothing changed (an exact resume);
+    when the world size or the training split changed, move it to the same
+    fraction of the epoch under the new batching (the start of the next epoch
+    when that is past its end), drop the carried recurrent state, whose
+    columns no longer match, and say so in one line.  A checkpoint that does
+    not record enough to map its position is refused in one sentence."""
+    n = epoch_batches(state.epoch)
+    changed = []
+    if state.world_size is not None and state.world_size != world_size:
+        changed.append(f"the world size changed ({state.world_size} -> {world_size} processes)")
+    if state.split_tokens is not None and split_tokens is not None and state.split_tokens != split_tokens:
+        changed.append(f"the training split changed ({state.split_tokens} -> {split_tokens} tokens)")
+    if not changed and state.epoch_batches not in (None, n):
+        changed.append(f"the batches of an epoch changed ({state.epoch_batches} -> {n})")
+    if not changed and state.batch < n:
+        return                                  # nothing changed: resume exactly where it stopped
+    old_n = state.epoch_batches
+    if old_n is None or old_n <= 0 or state.batch > old_n:
+        what = changed[0] if changed else f"the training split changed (batch {state.batch} is past its {n} batches)"
+        raise QrnnLmError(f"cannot resume {path}: {what} since it was saved, and the checkpoint does not "
+                          "record its data position in a form that maps onto the new one; resume it with the "
+                          "processes and training data it was saved with.")
+    fraction = state.batch / old_n
+    before = f"batch {state.batch}/{old_n} of epoch {state.epoch + 1}"
+    if state.epoch_tokens is not None:
+        before += f", {state.epoch_tokens} tokens into it"
+    state.batch = min(int(fraction * n), n)
+    if state.batch >= n:
+        state.epoch, state.batch = state.epoch + 1, 0
+    state.rnn_state = None                      # its columns were cut from another stream: start fresh
+    state.world_size, state.epoch_batches, state.split_tokens = world_size, n, split_tokens
+    log(f"resuming after a change: {', '.join(changed or ['the training split changed'])}; the data position "
+        f"({before}, {fraction:.0%} of it) maps to batch {state.batch}/{epoch_batches(state.epoch)} of epoch "
+        f"{state.epoch + 1}; the carried recurrent state starts fresh")

@@ -170,6 +170,11 @@ class StreamBatches:
     def __len__(self):
         return len(self.plan(0))
 
+    def consumed(self, epoch: int, batch: int) -> int:
+        """Target tokens of this rank's first ``batch`` windows of ``epoch``."""
+        return sum(min(seq_len, self.length - offset) for offset, seq_len in self.plan(epoch)[:batch]) \
+            * len(self.col_len)
+
     def window(self, offset: int, seq_len: int):
         t = np.arange(offset, offset + seq_len)[:, None]              # (T, 1)
         pos = self.col_start[None, :] + t                              # stream index of inputs
@@ -243,6 +248,10 @@ class SentenceBatches:
 
     def __len__(self):
         return len(self.batches(0))
+
+    def consumed(self, epoch: int, batch: int) -> int:
+        """Target tokens of this rank's first ``batch`` batches of ``epoch``."""
+        return int(sum(int(self.length[g].sum()) for g in self.batches(epoch)[:batch]))
 
     def make_batch(self, group: np.ndarray):
         lengths = self.length[group]

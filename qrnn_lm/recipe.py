@@ -67,6 +67,8 @@ def check_flags(args) -> None:
         bad(f"--min-lr-ratio must be in [0, 1], not {args.min_lr_ratio}.")
     if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
         bad(f"--lr-decay must be in (0, 1], not {args.lr_decay}.")
+    if getattr(args, "take_over", None) and args.resume is None:
+        bad("--take-over takes over the lock of a run you continue; give it with --resume.")
 
 
 # -----------------------------------------------------------------------------
@@ -260,6 +262,9 @@ FIXED_ON_RESUME = ("rnn", "emsize", "nhid", "nlayers", "window", "tied", "softma
 CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "max_minutes", "lr", "schedule", "min_lr_ratio", "lr_decay",
                         "warmup_steps", "wdecay", "clip", "eval_interval", "eval_batch_size", "log_interval",
                         "device", "amp", "no_progress")
+# Flags of one session only: never taken from the checkpoint (--take-over: take the run
+# directory's lock even when it looks alive, e.g. left on a preempted machine).
+SESSION_ONLY = ("resume", "save", "take_over")
 # Everything that is not a model/optimizer setting: never "chosen".
 STATIC_DEFAULTS = {"rnn": "qrnn", "window": 2, "zoneout": 0.0, "tied": False, "batching": "stream",
                    "fixed_bptt": False, "optimizer": "adamw", "schedule": "cosine", "min_lr_ratio": 0.1,
@@ -317,7 +322,7 @@ def merge_resumed_args(args: dict, ckpt: dict, given: set) -> tuple:
                           "leave them out to resume, or start a new run in another --save.")
     flags, changed = dict(args), []
     for k, v in args.items():
-        if k in ("resume", "save"):
+        if k in SESSION_ONLY:
             continue
         if k not in given:
             if k in old:

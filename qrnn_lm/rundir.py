@@ -176,29 +176,56 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` of this host started, as "BOOT-ID:TICKS" (the
+    boot and the start time in clock ticks since boot, from /proc), or None
+    where /proc cannot tell.  A pid reused by a later process has another."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    boot = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    return f"{boot}:{ticks}"
+
+
 class RunLock:
-    """``RUNDIR/lock`` holds the owner's pid and host while a run uses the
-    directory.  A lock whose process is gone (same host, pid not running) is
-    stale and taken over; a lock of a live process is an error."""
+    """``RUNDIR/lock`` holds the owner's pid, host and process start time
+    while a run uses the directory.  A lock whose process is gone (same
+    host, pid not running, or running but started at another time: a reused
+    pid) is stale and taken over; a lock that may be alive (a live pid, or
+    another host, which cannot be checked) is an error naming ``--take-over``,
+    which takes it all the same."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK)
         self.held = False
 
-    def acquire(self, log) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    def acquire(self, log, take_over: bool = False) -> None:
+        """Take the lock; ``take_over``: even one that looks alive (the user
+        says its process is gone, e.g. on a preempted machine)."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "started": process_start(os.getpid())}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._read()
+                who = f"process {owner.get('pid')} on {owner.get('host')}" if owner else "process ? on ?"
+                since = f" (since {owner.get('since', '?')})" if owner else ""
                 if owner is not None and self._alive(owner):
-                    raise QrnnLmError(
-                        f"the run directory {os.path.dirname(self.path)} is in use by process {owner.get('pid')} "
-                        f"on {owner.get('host')} (since {owner.get('since', '?')}); wait for it to end or give "
-                        "another --save.") from None
-                log(f"taking over the stale lock of {os.path.dirname(self.path)} (process "
-                    f"{owner.get('pid') if owner else '?'} on {owner.get('host') if owner else '?'} is gone)")
+                    if not take_over:
+                        raise QrnnLmError(
+                            f"the run directory {os.path.dirname(self.path)} is in use by {who}{since}; wait for "
+                            "it to end or give another --save; if that process is gone (e.g. a preempted "
+                            "machine), resume with --resume --take-over.") from None
+                    log(f"taking over the lock of {os.path.dirname(self.path)} held by {who}{since}, "
+                        "as --take-over asks")
+                else:
+                    log(f"taking over the stale lock of {os.path.dirname(self.path)} ({who} is gone)")
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path)
                 continue
@@ -221,11 +248,15 @@ class RunLock:
         if owner.get("host") != socket.gethostname():
             return True       # cannot check another machine: assume it runs
         pid = owner.get("pid")
-        if not isinstance(pid, int) or pid <= 0:
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             return False
         if pid == os.getpid():
             return False      # left by an earlier run of this very process
-        return pid_alive(pid)   # a zombie (killed, not yet reaped) holds nothing
+        if not pid_alive(pid):
+            return False      # a zombie (killed, not yet reaped) holds nothing
+        started, now = owner.get("started"), process_start(pid)
+        # a live pid that started at another time than the lock's owner: reused
+        return not (isinstance(started, str) and now is not None and started != now)
 
     def release(self) -> None:
         if self.held:

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue the run in --save from its last.pt; RUN: a run directory or checkpoint "
                         "(one from elsewhere starts a new run only in an empty --save)")
+    o.add_argument("--take-over", action="store_true", default=None, help="with --resume: take the run "
+                   "directory's lock even if it looks alive (e.g. left by a preempted machine)")
     o.add_argument("--log-interval", type=int, default=None, help="steps between log lines (200)")
     o.add_argument("--eval-interval", type=int, default=None,
                    help="validate every N steps (0: each epoch; default: by time, about 5%% of it)")
@@ -224,7 +226,7 @@ def setup(args, given: set, locks: list) -> Run:
     if world.is_master:
         ensure_writable_dir(save, "--save")
         lock = RunLock(save)
-        lock.acquire(print)
+        lock.acquire(print, take_over=bool(args.take_over))
         locks.append(lock)   # main() releases it
         remove_orphan_temp_files(save, print)
     if note:
@@ -260,7 +262,8 @@ def setup_model(s: Settings, world: World, device: torch.device, ckpt: dict | No
               scaler=torch.amp.GradScaler("cuda", enabled=s.amp == "fp16"))
     torch.manual_seed(s.seed + world.rank)  # different dropout masks on each rank
     if ckpt is not None:
-        run.state = resume_training(ckpt, run.parts(), rank=world.rank, world_size=world.size, device=device)
+        run.state = resume_training(ckpt, run.parts(), rank=world.rank, world_size=world.size, device=device,
+                                    epoch_batches=run.nbatches, split_tokens=splits["train"].tokens, log=run.log)
     return run
 
 
@@ -359,7 +362,7 @@ def loop(run: Run, stop: dict) -> str:
                               f"stopped without saving it; {where}. Lower --lr, keep --clip on, or use "
                               "--amp bf16 / off.")
     while True:
-        nbatches = run.nbatches(s.epoch)
+        nbatches = s.epoch_in_progress(run.nbatches)   # never a spin past an epoch's end
         run.model.train()
         run.runlog.open_bar(nbatches, s.batch, s.epoch)
         t_interval, acc = clock(), [0.0, 0, 0]        # loss sum, steps, tokens since the last log line
@@ -429,6 +432,8 @@ def evaluate(run: Run, name: str) -> dict:
 def save_last(run: Run) -> None:
     """Gather every rank's RNG and carried state, then rank 0 writes last.pt."""
     s = run.state
+    s.epoch_batches, s.split_tokens = run.nbatches(s.epoch), run.splits["train"].tokens   # the data position
+    s.epoch_tokens = run.train_batches.consumed(s.epoch, s.batch) * run.world.size
     local = rank_snapshot(s.rnn_state if run.stream and s.batch > 0 else None, cuda=run.device.type == "cuda")
     ranks = distributed.gather(run.world, local)
     if run.world.is_master:
