@@ -28,6 +28,7 @@ import torch
 
 from .errors import QrnnLmError
 from .model import ModelConfig, RNNLanguageModel
+from .model_size import check_model_size, config_dict_problem
 from .rundir import BEST, LAST, atomic_write, write_checkpoint_file
 
 CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
@@ -106,11 +107,22 @@ def load_checkpoint(path: str, map_location="cpu", *, weights_for: str | None = 
         raise QrnnLmError(f"{file} is not a qrnn_lm checkpoint (no model, config and vocabulary in it); "
                           "give a file written by train.py --save.")
     else:
+        _check_version(ckpt, file)
         for key in ("model", "config", "vocab"):
             if key not in ckpt:
                 raise QrnnLmError(f"checkpoint {file} has no {key!r} entry; it is incomplete, train again.")
     ckpt["path"] = file
     return ckpt
+
+
+def _check_version(ckpt: dict, file: str) -> None:
+    version = ckpt.get("version", CHECKPOINT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise QrnnLmError(f"checkpoint {file} is damaged: its version {version!r} is not a whole number; "
+                          "use another checkpoint or train again.")
+    if version > CHECKPOINT_VERSION:
+        raise QrnnLmError(f"checkpoint {file} has format version {version}, newer than the version "
+                          f"{CHECKPOINT_VERSION} this qrnn_lm reads; upgrade qrnn_lm to use it.")
 
 
 def inference_settings(ckpt: dict) -> dict:
@@ -138,6 +150,10 @@ def vocab_tokens(vocab) -> list:
 def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
     """The model of a loaded checkpoint, with its weights, after checking it
     belongs to ``vocab``."""
+    problem = config_dict_problem(ckpt["config"])
+    if problem:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has an impossible model config ({problem}); "
+                          "the file is damaged or was crafted, use another checkpoint.")
     try:
         config = ModelConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as e:
@@ -145,6 +161,7 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
     if config.vocab_size != len(vocab):
         raise QrnnLmError(f"checkpoint {ckpt.get('path')} predicts {config.vocab_size} outputs but its vocabulary "
                           f"has {len(vocab)}: it mixes two vocabularies; use a checkpoint written by train.py.")
+    check_model_size(config, what=f"checkpoint {ckpt.get('path')}")
     model = RNNLanguageModel(config)
     try:
         model.load_state_dict(ckpt["model"])
@@ -155,16 +172,26 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
 
 
 def load_vocab_dict(d: dict, path: str = "checkpoint"):
+    """The vocabulary stored in the checkpoint ``path``, checked; a tokenizer
+    model it names is embedded or a file beside the checkpoint (never
+    elsewhere), and a sentencepiece model is read now, so a damaged one is
+    said at load."""
+    from .tokenizers import check_tokenizer_config, tokenizer_from_dict
     from .vocab import Vocabulary
     Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
                            "use another checkpoint or train again")
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    check_tokenizer_config(d["tokenizer"], directory)
     try:
-        return Vocabulary.from_dict(d)
+        vocab = Vocabulary.from_dict(d, directory)
     except QrnnLmError:
         raise
     except Exception as e:  # a malformed dict can fail in many ways; say where it came from
         raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
                           "the checkpoint is damaged or from another version.") from None
+    if d["tokenizer"].get("type") == "sentencepiece":
+        vocab.tokenizer = tokenizer_from_dict(d["tokenizer"], directory, where=f"checkpoint {path}")
+    return vocab
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,22 @@ def _device(name: str) -> str:
 
 
 def _run(fn, argv) -> int:
+    _text_safe_stdout()
     return run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
+
+
+def _text_safe_stdout() -> None:
+    """On a stdout that is not UTF-8 (PYTHONIOENCODING=ascii, LANG=C), write
+    the characters it cannot show as '?' instead of failing, and say so once."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+    if not encoding or encoding.startswith("utf") or not hasattr(sys.stdout, "reconfigure"):
+        return
+    try:
+        sys.stdout.reconfigure(errors="replace")
+    except (AttributeError, ValueError, OSError):
+        return
+    print(f"warning: stdout's encoding is {encoding}, so characters it cannot show are written as '?'; "
+          "set PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them.", file=sys.stderr)
 
 
 def _evaluate(argv) -> int:
