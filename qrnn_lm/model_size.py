@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 
 from .errors import QrnnLmError
 
@@ -25,6 +26,7 @@ MAX_PARAMETERS = 1 << 35     # 34G parameters: 137 GB of float32 weights
 BYTES_TO_TRAIN = 16          # float32 weight, gradient and two Adam moments per parameter
 BYTES_TO_RUN = 4
 
+FLAG_OF = {"emsize": "--emsize", "nhid": "--nhid", "nlayers": "--nlayers"}   # train.py's flags of config fields
 _BOUNDS = (("vocab_size", 2, MAX_OUTPUTS), ("emsize", 1, MAX_DIM), ("nhid", 1, MAX_DIM),
            ("nlayers", 1, MAX_LAYERS), ("window", 1, MAX_WINDOW))
 
@@ -123,13 +125,14 @@ def _gb(n: float) -> str:
 
 def largest_dimension(c) -> str:
     """The config field that makes the model big: ``nhid`` when the
-    recurrent layers dominate, ``emsize`` or ``vocab_size`` otherwise."""
+    recurrent layers dominate (``nlayers`` when there are many), ``emsize``
+    when the embeddings do."""
     rnn = parameter_count(c) - c.vocab_size * (c.emsize + c.nhid)
     if c.nlayers > 8 and rnn > c.vocab_size * c.emsize:
         return "nlayers"
     if rnn > c.vocab_size * c.emsize:
         return "nhid" if c.nhid >= c.emsize else "emsize"
-    return "emsize" if c.vocab_size <= MAX_DIM else "vocab_size"
+    return "emsize"
 
 
 def check_model_size(c, *, what: str, names: dict | None = None, training: bool = False,
@@ -154,3 +157,18 @@ def check_model_size(c, *, what: str, names: dict | None = None, training: bool 
                           f"lower {flag} (now {getattr(c, key)}).")
     raise QrnnLmError(f"{where} but this machine has {_gb(memory)} of memory available; "
                       f"lower {flag} (now {getattr(c, key)}).")
+
+
+def check_flag_sizes(args) -> None:
+    """Model sizes no machine can hold, before any data is read: each
+    dimension within the bounds above and the smallest model the
+    flags allow (2 outputs, the given or CPU-default sizes) within this
+    machine's memory; the flag to lower is named (``train.py``'s check_flags)."""
+    for name, high in (("emsize", MAX_DIM), ("nhid", MAX_DIM), ("nlayers", MAX_LAYERS), ("window", MAX_WINDOW)):
+        v = getattr(args, name)
+        if v is not None and v > high:
+            raise QrnnLmError(f"--{name} {v} is more than the {high} this qrnn_lm builds; lower --{name}.")
+    sizes = {"emsize": args.emsize or 16, "nhid": args.nhid or 16, "nlayers": args.nlayers or 1}
+    smallest = SimpleNamespace(vocab_size=2, rnn=args.rnn or "qrnn", window=args.window or 1, tied=bool(args.tied),
+                               softmax="full", cutoffs=[], div_value=4.0, **sizes)
+    check_model_size(smallest, what="the model of these flags", training=True, names=FLAG_OF)

@@ -33,6 +33,7 @@ from .corpus import check_input_file
 from .data import StreamBatches, load_split, make_batches
 from .errors import QrnnLmError
 from .model import ModelConfig
+from .model_size import FLAG_OF, check_flag_sizes, check_model_size
 from .rundir import ensure_writable_dir
 
 PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_depth", "workers", "seed")
@@ -42,17 +43,11 @@ PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_d
 # flags no run can use
 # -----------------------------------------------------------------------------
 def seed_value(text: str):
-    """``--seed``'s argparse type: a whole number, also written 1e3; anything
-    else is kept as given for :func:`check_flags` to refuse in one sentence."""
+    """``--seed``'s argparse type: a whole number (also 1e3), else the text, which check_flags refuses."""
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        x = float(text)
+        return int(text) if text.strip().lstrip("+-").isdigit() else int(x) if (x := float(text)).is_integer() else text
     except ValueError:
         return text
-    return int(x) if math.isfinite(x) and x == int(x) else text
 
 
 def check_flags(args) -> None:
@@ -84,26 +79,7 @@ def check_flags(args) -> None:
     if args.seed is not None and not (isinstance(args.seed, int) and 0 <= args.seed < 2 ** 63):
         shown = f"{args.seed:g}" if isinstance(args.seed, int) and abs(args.seed) >= 2 ** 63 else args.seed
         bad(f"--seed must be a whole number from 0 to 2**63-1, not {shown}.")
-    check_model_flags(args)
-
-
-def check_model_flags(args) -> None:
-    """Model sizes no machine can hold, before any data is read: each
-    dimension within the bounds of ``model_size`` and the smallest model the
-    flags allow (2 outputs, the given or CPU-default sizes) within this
-    machine's memory; the flag to lower is named."""
-    from types import SimpleNamespace
-
-    from .model_size import MAX_DIM, MAX_LAYERS, MAX_WINDOW, check_model_size
-    for name, high in (("emsize", MAX_DIM), ("nhid", MAX_DIM), ("nlayers", MAX_LAYERS), ("window", MAX_WINDOW)):
-        v = getattr(args, name)
-        if v is not None and v > high:
-            raise QrnnLmError(f"--{name} {v} is more than the {high} this qrnn_lm builds; lower --{name}.")
-    sizes = {"emsize": args.emsize or 16, "nhid": args.nhid or 16, "nlayers": args.nlayers or 1}
-    smallest = SimpleNamespace(vocab_size=2, rnn=args.rnn or "qrnn", window=args.window or 1, tied=bool(args.tied),
-                                  softmax="full", cutoffs=[], div_value=4.0, **sizes)
-    check_model_size(smallest, what="the model of these flags", training=True,
-                     names={k: f"--{k}" for k in ("emsize", "nhid", "nlayers")})
+    check_flag_sizes(args)
 
 
 # -----------------------------------------------------------------------------
@@ -474,7 +450,6 @@ def budget_reason(settings, *, step: int, elapsed: float) -> str:
 # -----------------------------------------------------------------------------
 def model_config(settings, vocab_size: int):
     """The ModelConfig of a new run's settings (a shape the model refuses: one sentence)."""
-    from .model_size import check_model_size
     s = settings
     try:
         config = ModelConfig(vocab_size=vocab_size, rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
@@ -483,9 +458,7 @@ def model_config(settings, vocab_size: int):
                              cutoffs=s.cutoffs or [])
     except ValueError as e:
         raise QrnnLmError(str(e).rstrip(".") + ".") from None
-    check_model_size(config, what="the model of these flags", training=True,   # before anything is allocated
-                     names={"emsize": "--emsize", "nhid": "--nhid", "nlayers": "--nlayers",
-                            "vocab_size": "the vocabulary (prepare --vocab-size)"})
+    check_model_size(config, what="the model of these flags", training=True, names=FLAG_OF)  # before allocating
     return config
 
 
