@@ -33,6 +33,7 @@ from .rundir import BEST, LAST, atomic_write, write_checkpoint_file
 
 CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_WINDOW = 1 << 20      # inference bptt / max_len: longer windows are not from a run
 
 
 # ---------------------------------------------------------------------------
@@ -129,14 +130,21 @@ def inference_settings(ckpt: dict) -> dict:
     """How inference reads text with this checkpoint's model: ``batching``
     (stream or sentences), ``bptt`` (the window, x --eval-batch-size when
     scoring) and ``max_len`` (the longest sentence piece).  Checkpoints
-    written before the ``inference`` block existed: derived from ``args``."""
+    written before the ``inference`` block existed: derived from ``args``.
+    Values no run writes (a crafted file) are one QrnnLmError sentence."""
     block = ckpt.get("inference")
-    if isinstance(block, dict):
-        return {"batching": block.get("batching") or "stream", "bptt": int(block.get("bptt") or 70),
-                "max_len": block.get("max_len")}
-    args = ckpt.get("args") or {}
-    return {"batching": args.get("batching") or "stream", "bptt": int(args.get("bptt") or 70),
-            "max_len": args.get("max_len")}
+    if not isinstance(block, dict):
+        block = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    out = {"batching": block.get("batching") or "stream", "bptt": block.get("bptt") or 70,
+           "max_len": block.get("max_len")}
+    bad = [f"{k} {out[k]!r}" for k in ("bptt", "max_len") if out[k] is not None
+           and not (isinstance(out[k], int) and not isinstance(out[k], bool) and 1 <= out[k] <= MAX_WINDOW)]
+    if out["batching"] not in ("stream", "sentences"):
+        bad.append(f"batching {out['batching']!r}")
+    if bad:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has impossible inference settings ({', '.join(bad)}); "
+                          "the file is damaged or was crafted, use another checkpoint.")
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -30,22 +30,40 @@ def _device(name: str) -> str:
 
 
 def _run(fn, argv) -> int:
-    _text_safe_stdout()
-    return run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
+    _STDOUT["encoding"] = _text_safe_stdout()
+    rc = run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
+    if _STDOUT.get("lossy"):
+        print(f"warning: stdout's encoding is {_STDOUT['encoding']}, so the characters it cannot show were "
+              "written as '?'; set PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them.", file=sys.stderr)
+    return rc
 
 
-def _text_safe_stdout() -> None:
-    """On a stdout that is not UTF-8 (PYTHONIOENCODING=ascii, LANG=C), write
-    the characters it cannot show as '?' instead of failing, and say so once."""
+_STDOUT: dict = {}
+
+
+def _text_safe_stdout() -> str | None:
+    """On a stdout that is not UTF-8 (PYTHONIOENCODING=ascii, LANG=C), make
+    the characters it cannot show '?' instead of an error; returns that
+    encoding (None for UTF-8)."""
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
     if not encoding or encoding.startswith("utf") or not hasattr(sys.stdout, "reconfigure"):
-        return
+        return None
     try:
         sys.stdout.reconfigure(errors="replace")
     except (AttributeError, ValueError, OSError):
-        return
-    print(f"warning: stdout's encoding is {encoding}, so characters it cannot show are written as '?'; "
-          "set PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them.", file=sys.stderr)
+        return None
+    return encoding
+
+
+def _write(text: str) -> None:
+    """Write to stdout, noting text its encoding could not show."""
+    encoding = _STDOUT.get("encoding")
+    if encoding and not _STDOUT.get("lossy"):
+        try:
+            text.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            _STDOUT["lossy"] = True
+    sys.stdout.write(text)
 
 
 def _evaluate(argv) -> int:
@@ -70,7 +88,7 @@ def _evaluate(argv) -> int:
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
     result = lm.score(text, batch_size=args.batch_size)
     result.update(file=args.file, checkpoint=args.checkpoint)
-    print(json.dumps(result, ensure_ascii=False))
+    _write(json.dumps(result, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -94,7 +112,7 @@ def _generate(argv) -> int:
         for piece in lm.generate_stream(args.prompt, max_tokens=args.max_tokens,
                                         temperature=args.temperature, top_k=args.top_k,
                                         top_p=args.top_p, seed=args.seed):
-            sys.stdout.write(piece)
+            _write(piece)
             sys.stdout.flush()
             n += len(piece)
     except KeyboardInterrupt:

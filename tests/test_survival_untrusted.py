@@ -152,3 +152,22 @@ def test_check_model_flags_refuses_a_model_no_machine_holds():
     args = argparse.Namespace(emsize=16, nhid=10 ** 6, nlayers=2, window=None, rnn=None, tied=None)
     with pytest.raises(QrnnLmError, match="--nhid"):
         check_flag_sizes(args)
+
+
+# -- checkpoints --------------------------------------------------------------
+@pytest.mark.parametrize("block", [{"bptt": -3}, {"bptt": 10 ** 12}, {"max_len": -1}, {"batching": "words"},
+                                   {"bptt": "70"}])
+def test_impossible_inference_settings_are_a_sentence(block):
+    from qrnn_lm.checkpoint import inference_settings
+    ck = {"path": "crafted.pt", "inference": {"batching": "stream", "bptt": 70, "max_len": None, **block}}
+    with pytest.raises(QrnnLmError, match="crafted.pt"):
+        inference_settings(ck)
+
+
+@pytest.mark.parametrize("version", [2, 10 ** 6, "1", -1])
+def test_a_checkpoint_version_newer_than_the_code_is_refused(tmp_path, version):
+    from qrnn_lm.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+    path = str(tmp_path / "future.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "version": version, "model": {}, "config": {}, "vocab": {}}, path)
+    with pytest.raises(QrnnLmError, match="future.pt.*version"):
+        load_checkpoint(path)
