@@ -7,7 +7,8 @@ and bytes are computed from the config (:func:`parameter_count`) and checked
 against a sane bound and the memory this machine has free
 (:func:`check_model_size`) before anything is allocated.  No psutil: the
 free memory is ``MemAvailable`` of /proc/meminfo (else the physical pages),
-lowered to what an address-space limit (``ulimit -v``) still allows.
+lowered to what an address-space limit (``ulimit -v``) and a container's
+memory limit (cgroup v2) still allow.
 """
 from __future__ import annotations
 
@@ -94,10 +95,22 @@ def available_memory() -> int | None:
             avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             avail = None
-    limit = _address_space_left()
-    if limit is not None:
-        avail = limit if avail is None else min(avail, limit)
+    for limit in (_address_space_left(), _cgroup_memory_left()):
+        if limit is not None:
+            avail = limit if avail is None else min(avail, limit)
     return avail
+
+
+def _cgroup_memory_left() -> int | None:
+    """What a container's memory limit (cgroup v2) still allows, or None."""
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        return None if limit == "max" else max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
 
 
 def _address_space_left() -> int | None:
@@ -163,7 +176,8 @@ def check_flag_sizes(args) -> None:
     """Model sizes no machine can hold, before any data is read: each
     dimension within the bounds above and the smallest model the
     flags allow (2 outputs, the given or CPU-default sizes) within this
-    machine's memory; the flag to lower is named (``train.py``'s check_flags)."""
+    machine's memory (weights, gradients and Adam moments without a GPU,
+    the weights with one); the flag to lower is named (``check_flags``)."""
     for name, high in (("emsize", MAX_DIM), ("nhid", MAX_DIM), ("nlayers", MAX_LAYERS), ("window", MAX_WINDOW)):
         v = getattr(args, name)
         if v is not None and v > high:
@@ -171,4 +185,6 @@ def check_flag_sizes(args) -> None:
     sizes = {"emsize": args.emsize or 16, "nhid": args.nhid or 16, "nlayers": args.nlayers or 1}
     smallest = SimpleNamespace(vocab_size=2, rnn=args.rnn or "qrnn", window=args.window or 1, tied=bool(args.tied),
                                softmax="full", cutoffs=[], div_value=4.0, **sizes)
-    check_model_size(smallest, what="the model of these flags", training=True, names=FLAG_OF)
+    import torch   # on a GPU the optimizer state is not in this machine's memory
+    check_model_size(smallest, what="the model of these flags", training=not torch.cuda.is_available(),
+                     names=FLAG_OF)

@@ -458,7 +458,7 @@ def model_config(settings, vocab_size: int):
                              cutoffs=s.cutoffs or [])
     except ValueError as e:
         raise QrnnLmError(str(e).rstrip(".") + ".") from None
-    check_model_size(config, what="the model of these flags", training=True, names=FLAG_OF)  # before allocating
+    check_model_size(config, what="the model of these flags", training=not torch.cuda.is_available(), names=FLAG_OF)
     return config
 
 
