@@ -137,6 +137,9 @@ def inference_settings(ckpt: dict) -> dict:
         block = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
     out = {"batching": block.get("batching") or "stream", "bptt": block.get("bptt") or 70,
            "max_len": block.get("max_len")}
+    for k in ("bptt", "max_len"):   # a whole float (an edited file) is still that number
+        if isinstance(out[k], float) and out[k].is_integer():
+            out[k] = int(out[k])
     bad = [f"{k} {out[k]!r}" for k in ("bptt", "max_len") if out[k] is not None
            and not (isinstance(out[k], int) and not isinstance(out[k], bool) and 1 <= out[k] <= MAX_WINDOW)]
     if out["batching"] not in ("stream", "sentences"):

@@ -171,3 +171,10 @@ def test_a_checkpoint_version_newer_than_the_code_is_refused(tmp_path, version):
     torch.save({"format": CHECKPOINT_FORMAT, "version": version, "model": {}, "config": {}, "vocab": {}}, path)
     with pytest.raises(QrnnLmError, match="future.pt.*version"):
         load_checkpoint(path)
+
+
+def test_sane_inference_settings_are_kept():
+    from qrnn_lm.checkpoint import inference_settings
+    ck = {"path": "x.pt", "inference": {"batching": "sentences", "bptt": 35.0, "max_len": 140}}
+    assert inference_settings(ck) == {"batching": "sentences", "bptt": 35, "max_len": 140}
+    assert inference_settings({"path": "x.pt", "args": {"bptt": 0}})["bptt"] == 70
