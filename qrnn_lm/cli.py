@@ -100,11 +100,14 @@ def _generate(argv) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_whole, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
     from qrnn_lm.lm import LanguageModel
     LanguageModel.check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p)
+    if args.seed is not None and not (isinstance(args.seed, int) and -2 ** 63 <= args.seed < 2 ** 64):
+        shown = f"{args.seed:g}" if isinstance(args.seed, int) else args.seed
+        raise QrnnLmError(f"--seed must be a whole number from -2**63 to 2**64-1, not {shown}.")
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
     # tokens are printed as they are sampled; Ctrl-C stops and keeps what was printed
     n = 0
@@ -137,6 +140,19 @@ def _count(value: str) -> int:
     if not math.isfinite(x) or x != int(x):
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
     return int(x)
+
+
+def _whole(value: str):
+    """A whole number, also written 1e6; anything else is kept as given for a one-sentence error."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return int(x) if x.is_integer() else value
 
 
 def _silence_stdout() -> None:

@@ -178,3 +178,11 @@ def test_sane_inference_settings_are_kept():
     ck = {"path": "x.pt", "inference": {"batching": "sentences", "bptt": 35.0, "max_len": 140}}
     assert inference_settings(ck) == {"batching": "sentences", "bptt": 35, "max_len": 140}
     assert inference_settings({"path": "x.pt", "args": {"bptt": 0}})["bptt"] == 70
+
+
+@pytest.mark.parametrize("seed", ["1e23", "99999999999999999999999", "1.5", "abc"])
+def test_generate_refuses_a_bad_seed_in_one_sentence(capsys, seed):
+    from qrnn_lm.cli import generate_main
+    assert generate_main(["--checkpoint", "unused", "--seed", seed]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --seed must be a whole number") and err.count("\n") == 1, err
