@@ -28,10 +28,12 @@ import torch
 
 from .errors import QrnnLmError
 from .model import ModelConfig, RNNLanguageModel
+from .model_size import check_model_size, config_dict_problem
 from .rundir import BEST, LAST, atomic_write, write_checkpoint_file
 
 CHECKPOINT_FORMAT = "qrnn_lm.checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_WINDOW = 1 << 20      # inference bptt / max_len: longer windows are not from a run
 
 
 # ---------------------------------------------------------------------------
@@ -106,6 +108,7 @@ def load_checkpoint(path: str, map_location="cpu", *, weights_for: str | None = 
         raise QrnnLmError(f"{file} is not a qrnn_lm checkpoint (no model, config and vocabulary in it); "
                           "give a file written by train.py --save.")
     else:
+        _check_version(ckpt, file)
         for key in ("model", "config", "vocab"):
             if key not in ckpt:
                 raise QrnnLmError(f"checkpoint {file} has no {key!r} entry; it is incomplete, train again.")
@@ -113,18 +116,38 @@ def load_checkpoint(path: str, map_location="cpu", *, weights_for: str | None = 
     return ckpt
 
 
+def _check_version(ckpt: dict, file: str) -> None:
+    version = ckpt.get("version", CHECKPOINT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise QrnnLmError(f"checkpoint {file} is damaged: its version {version!r} is not a whole number; "
+                          "use another checkpoint or train again.")
+    if version > CHECKPOINT_VERSION:
+        raise QrnnLmError(f"checkpoint {file} has format version {version}, newer than the version "
+                          f"{CHECKPOINT_VERSION} this qrnn_lm reads; upgrade qrnn_lm to use it.")
+
+
 def inference_settings(ckpt: dict) -> dict:
     """How inference reads text with this checkpoint's model: ``batching``
     (stream or sentences), ``bptt`` (the window, x --eval-batch-size when
     scoring) and ``max_len`` (the longest sentence piece).  Checkpoints
-    written before the ``inference`` block existed: derived from ``args``."""
+    written before the ``inference`` block existed: derived from ``args``.
+    Values no run writes (a crafted file) are one QrnnLmError sentence."""
     block = ckpt.get("inference")
-    if isinstance(block, dict):
-        return {"batching": block.get("batching") or "stream", "bptt": int(block.get("bptt") or 70),
-                "max_len": block.get("max_len")}
-    args = ckpt.get("args") or {}
-    return {"batching": args.get("batching") or "stream", "bptt": int(args.get("bptt") or 70),
-            "max_len": args.get("max_len")}
+    if not isinstance(block, dict):
+        block = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    out = {"batching": block.get("batching") or "stream", "bptt": block.get("bptt") or 70,
+           "max_len": block.get("max_len")}
+    for k in ("bptt", "max_len"):   # a whole float (an edited file) is still that number
+        if isinstance(out[k], float) and out[k].is_integer():
+            out[k] = int(out[k])
+    bad = [f"{k} {out[k]!r}" for k in ("bptt", "max_len") if out[k] is not None
+           and not (isinstance(out[k], int) and not isinstance(out[k], bool) and 1 <= out[k] <= MAX_WINDOW)]
+    if out["batching"] not in ("stream", "sentences"):
+        bad.append(f"batching {out['batching']!r}")
+    if bad:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has impossible inference settings ({', '.join(bad)}); "
+                          "the file is damaged or was crafted, use another checkpoint.")
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -138,6 +161,10 @@ def vocab_tokens(vocab) -> list:
 def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
     """The model of a loaded checkpoint, with its weights, after checking it
     belongs to ``vocab``."""
+    problem = config_dict_problem(ckpt["config"])
+    if problem:
+        raise QrnnLmError(f"checkpoint {ckpt.get('path')} has an impossible model config ({problem}); "
+                          "the file is damaged or was crafted, use another checkpoint.")
     try:
         config = ModelConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as e:
@@ -145,6 +172,7 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
     if config.vocab_size != len(vocab):
         raise QrnnLmError(f"checkpoint {ckpt.get('path')} predicts {config.vocab_size} outputs but its vocabulary "
                           f"has {len(vocab)}: it mixes two vocabularies; use a checkpoint written by train.py.")
+    check_model_size(config, what=f"checkpoint {ckpt.get('path')}")
     model = RNNLanguageModel(config)
     try:
         model.load_state_dict(ckpt["model"])
@@ -155,16 +183,26 @@ def build_model(ckpt: dict, vocab) -> RNNLanguageModel:
 
 
 def load_vocab_dict(d: dict, path: str = "checkpoint"):
+    """The vocabulary stored in the checkpoint ``path``, checked; a tokenizer
+    model it names is embedded or a file beside the checkpoint (never
+    elsewhere), and a sentencepiece model is read now, so a damaged one is
+    said at load."""
+    from .tokenizers import check_tokenizer_config, tokenizer_from_dict
     from .vocab import Vocabulary
     Vocabulary._check_dict(d, f"the vocabulary stored in {path}",
                            "use another checkpoint or train again")
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    check_tokenizer_config(d["tokenizer"], directory)
     try:
-        return Vocabulary.from_dict(d)
+        vocab = Vocabulary.from_dict(d, directory)
     except QrnnLmError:
         raise
     except Exception as e:  # a malformed dict can fail in many ways; say where it came from
         raise QrnnLmError(f"the vocabulary stored in {path} cannot be read ({type(e).__name__}); "
                           "the checkpoint is damaged or from another version.") from None
+    if d["tokenizer"].get("type") == "sentencepiece":
+        vocab.tokenizer = tokenizer_from_dict(d["tokenizer"], directory, where=f"checkpoint {path}")
+    return vocab
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,40 @@ def _device(name: str) -> str:
 
 
 def _run(fn, argv) -> int:
-    return run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
+    _STDOUT["encoding"] = _text_safe_stdout()
+    rc = run_command(fn, argv, out_of_memory="out of memory; use a smaller --batch-size or a shorter text.")
+    if _STDOUT.get("lossy"):
+        print(f"warning: stdout's encoding is {_STDOUT['encoding']}, so the characters it cannot show were "
+              "written as '?'; set PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them.", file=sys.stderr)
+    return rc
+
+
+_STDOUT: dict = {}
+
+
+def _text_safe_stdout() -> str | None:
+    """On a stdout that is not UTF-8 (PYTHONIOENCODING=ascii, LANG=C), make
+    the characters it cannot show '?' instead of an error; returns that
+    encoding (None for UTF-8)."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+    if not encoding or encoding.startswith("utf") or not hasattr(sys.stdout, "reconfigure"):
+        return None
+    try:
+        sys.stdout.reconfigure(errors="replace")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return encoding
+
+
+def _write(text: str) -> None:
+    """Write to stdout, noting text its encoding could not show."""
+    encoding = _STDOUT.get("encoding")
+    if encoding and not _STDOUT.get("lossy"):
+        try:
+            text.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            _STDOUT["lossy"] = True
+    sys.stdout.write(text)
 
 
 def _evaluate(argv) -> int:
@@ -55,7 +88,7 @@ def _evaluate(argv) -> int:
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
     result = lm.score(text, batch_size=args.batch_size)
     result.update(file=args.file, checkpoint=args.checkpoint)
-    print(json.dumps(result, ensure_ascii=False))
+    _write(json.dumps(result, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -67,11 +100,14 @@ def _generate(argv) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_whole, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = p.parse_args(argv)
     from qrnn_lm.lm import LanguageModel
     LanguageModel.check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p)
+    if args.seed is not None and not (isinstance(args.seed, int) and -2 ** 63 <= args.seed < 2 ** 64):
+        shown = f"{args.seed:g}" if isinstance(args.seed, int) else args.seed
+        raise QrnnLmError(f"--seed must be a whole number from -2**63 to 2**64-1, not {shown}.")
     lm = LanguageModel.from_checkpoint(args.checkpoint, device=_device(args.device))
     # tokens are printed as they are sampled; Ctrl-C stops and keeps what was printed
     n = 0
@@ -79,7 +115,7 @@ def _generate(argv) -> int:
         for piece in lm.generate_stream(args.prompt, max_tokens=args.max_tokens,
                                         temperature=args.temperature, top_k=args.top_k,
                                         top_p=args.top_p, seed=args.seed):
-            sys.stdout.write(piece)
+            _write(piece)
             sys.stdout.flush()
             n += len(piece)
     except KeyboardInterrupt:
@@ -104,6 +140,19 @@ def _count(value: str) -> int:
     if not math.isfinite(x) or x != int(x):
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
     return int(x)
+
+
+def _whole(value: str):
+    """A whole number, also written 1e6; anything else is kept as given for a one-sentence error."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return int(x) if x.is_integer() else value
 
 
 def _silence_stdout() -> None:

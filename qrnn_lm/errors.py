@@ -9,6 +9,7 @@ and turns it into an exit code.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Callable, Sequence
 
 
@@ -47,6 +48,8 @@ def run_command(fn: Callable[[list], int], argv: Sequence[str] | None, *,
     ``interrupted`` and exits 130; :class:`ExitCode` exits with its code.
     ``cleanup`` runs in every case (locks, process groups)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return fn(argv)
     except QrnnLmError as e:
@@ -63,8 +66,16 @@ def run_command(fn: Callable[[list], int], argv: Sequence[str] | None, *,
         _say(f"error: {out_of_memory}")
         return 1
     finally:
+        warnings.showwarning = shown
         if cleanup is not None:
             cleanup()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning under a command: one ``warning: ...`` line, without
+    the internal source line and file position Python prints by default."""
+    text = " ".join(str(message).split())
+    _say(f"warning: {text}" if text else f"warning: {category.__name__}")
 
 
 def _say(text: str) -> None:

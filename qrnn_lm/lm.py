@@ -62,6 +62,22 @@ def _safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else float("inf")
 
 
+def _usable_device(device) -> torch.device:
+    """``device`` as a torch.device this torch can run on, else one QrnnLmError sentence."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise QrnnLmError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda'.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise QrnnLmError(f"device {device!r} was asked for but this torch has no usable CUDA GPU; "
+                              "use device='cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise QrnnLmError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                              "CUDA GPU(s); use 'cuda:0' or 'cpu'.")
+    return dev
+
+
 class LanguageModel:
     """A trained model with its vocabulary, ready to score and generate."""
 
@@ -77,7 +93,9 @@ class LanguageModel:
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu") -> "LanguageModel":
         """``path``: a run directory written by ``--save`` (its best checkpoint
-        is used) or a checkpoint file."""
+        is used) or a checkpoint file.  ``device``: where the model runs
+        ("cpu", "cuda", "cuda:1", a torch.device)."""
+        device = _usable_device(device)
         ckpt = load_checkpoint(path)
         vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
         model = build_model(ckpt, vocab)

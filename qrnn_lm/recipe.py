@@ -33,6 +33,7 @@ from .corpus import check_input_file
 from .data import StreamBatches, load_split, make_batches
 from .errors import QrnnLmError
 from .model import ModelConfig
+from .model_size import FLAG_OF, check_flag_sizes, check_model_size
 from .rundir import ensure_writable_dir
 
 PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_depth", "workers", "seed")
@@ -41,6 +42,14 @@ PREPARE_FLAGS = ("tokenizer", "vocab_size", "rare", "buckets", "vectors", "pos_d
 # -----------------------------------------------------------------------------
 # flags no run can use
 # -----------------------------------------------------------------------------
+def seed_value(text: str):
+    """``--seed``'s argparse type: a whole number (also 1e3), else the text, which check_flags refuses."""
+    try:
+        return int(text) if text.strip().lstrip("+-").isdigit() else int(x) if (x := float(text)).is_integer() else text
+    except ValueError:
+        return text
+
+
 def check_flags(args) -> None:
     """Values no run can use: one sentence each, before anything starts."""
     def bad(msg):
@@ -69,6 +78,10 @@ def check_flags(args) -> None:
         bad(f"--lr-decay must be in (0, 1], not {args.lr_decay}.")
     if getattr(args, "take_over", None) and args.resume is None:
         bad("--take-over takes over the lock of a run you continue; give it with --resume.")
+    if args.seed is not None and not (isinstance(args.seed, int) and 0 <= args.seed < 2 ** 63):
+        shown = f"{args.seed:g}" if isinstance(args.seed, int) and abs(args.seed) >= 2 ** 63 else args.seed
+        bad(f"--seed must be a whole number from 0 to 2**63-1, not {shown}.")
+    check_flag_sizes(args)
 
 
 # -----------------------------------------------------------------------------
@@ -444,12 +457,14 @@ def model_config(settings, vocab_size: int):
     """The ModelConfig of a new run's settings (a shape the model refuses: one sentence)."""
     s = settings
     try:
-        return ModelConfig(vocab_size=vocab_size, rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
-                           window=s.window, zoneout=s.zoneout, dropout=s.dropout, dropouth=s.dropouth,
-                           dropouti=s.dropouti, dropoute=s.dropoute, tied=s.tied, softmax=s.softmax,
-                           cutoffs=s.cutoffs or [])
+        config = ModelConfig(vocab_size=vocab_size, rnn=s.rnn, emsize=s.emsize, nhid=s.nhid, nlayers=s.nlayers,
+                             window=s.window, zoneout=s.zoneout, dropout=s.dropout, dropouth=s.dropouth,
+                             dropouti=s.dropouti, dropoute=s.dropoute, tied=s.tied, softmax=s.softmax,
+                             cutoffs=s.cutoffs or [])
     except ValueError as e:
         raise QrnnLmError(str(e).rstrip(".") + ".") from None
+    check_model_size(config, what="the model of these flags", training=not torch.cuda.is_available(), names=FLAG_OF)
+    return config
 
 
 def make_optimizer(model, name: str, lr: float, wdecay: float):

@@ -25,11 +25,13 @@ in RAM as Python strings.
 from __future__ import annotations
 
 import base64
+import binascii
 import collections
 import multiprocessing
 import os
 import re
 import signal
+import stat
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -40,6 +42,7 @@ from .errors import QrnnLmError
 
 TOKENIZERS = ("mecab", "sentencepiece", "char")
 SPACE_POS = "空白"
+MAX_MODEL_BYTES = 64 << 20   # a tokenizer model file (sentencepiece: ~1 MB at 32k pieces)
 
 
 class MecabTokenizer:
@@ -114,17 +117,21 @@ class SentencePieceTokenizer:
 
     name = "sentencepiece"
 
-    def __init__(self, model_file: str | None = None, model_proto: bytes | None = None):
+    def __init__(self, model_file: str | None = None, model_proto: bytes | None = None, *,
+                 where: str | None = None):
         import sentencepiece as spm
         if model_proto is None:
             if not model_file or not os.path.exists(model_file):
                 raise QrnnLmError(f"sentencepiece model {model_file} is missing; "
                                   "prepare the dataset again.")
-            with open(model_file, "rb") as f:
-                model_proto = f.read()
+            model_proto = _read_bounded(model_file)
         self.model_file = model_file or "sentencepiece.model"
         self.model_proto = model_proto
-        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except Exception:  # garbage bytes: sentencepiece raises whatever its parser says
+            raise QrnnLmError(f"the sentencepiece tokenizer model in {where or model_file} is damaged "
+                              "(not a sentencepiece model); prepare the dataset or train again.") from None
 
     def tokenize(self, line: str) -> list[tuple[str, str]]:
         return [(p, "piece") for p in self._sp.encode(line, out_type=str)]
@@ -184,8 +191,10 @@ def train_sentencepiece(lines: Iterable[str], model_prefix: str, vocab_size: int
     return SentencePieceTokenizer(model_prefix + ".model")
 
 
-def tokenizer_from_dict(d: dict, directory: str | None = None):
-    """Rebuild a tokenizer from ``to_dict()``; files are looked up in ``directory``."""
+def tokenizer_from_dict(d: dict, directory: str | None = None, *, where: str | None = None):
+    """Rebuild a tokenizer from ``to_dict()``; files are looked up in
+    ``directory`` and must lie inside it (:func:`tokenizer_model_path`).
+    ``where`` names the file the dict came from, for error messages."""
     kind = d.get("type")
     if kind == "mecab":
         return MecabTokenizer()
@@ -193,9 +202,71 @@ def tokenizer_from_dict(d: dict, directory: str | None = None):
         return CharTokenizer()
     if kind == "sentencepiece":
         if "model_proto" in d:
-            return SentencePieceTokenizer(d.get("model_file"), base64.b64decode(d["model_proto"]))
-        return SentencePieceTokenizer(os.path.join(directory or ".", d["model_file"]))
+            return SentencePieceTokenizer(d.get("model_file"), _embedded_model(d["model_proto"], where),
+                                          where=where)
+        return SentencePieceTokenizer(tokenizer_model_path(d.get("model_file"), directory), where=where)
     raise QrnnLmError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}.")
+
+
+def check_tokenizer_config(d: dict, directory: str | None = None) -> None:
+    """Check, without opening anything, that the model file a tokenizer
+    config names (if any, and not embedded) is a safe file of ``directory``."""
+    if isinstance(d, dict) and d.get("type") == "sentencepiece" and "model_proto" not in d:
+        tokenizer_model_path(d.get("model_file"), directory)
+
+
+def tokenizer_model_path(name, directory: str | None) -> str:
+    """The path of the tokenizer model file ``name`` that a vocabulary names,
+    checked before anything opens it: a relative path inside ``directory``
+    (no absolute path, no ``..``, no symlink out of it), a regular file of at
+    most ``MAX_MODEL_BYTES``.  Anything else is one QrnnLmError sentence."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise QrnnLmError(f"the tokenizer model file {name!r} named by the vocabulary is not a file name; "
+                          "prepare the dataset again.")
+    advice = "a vocabulary may only name a file inside its own directory; prepare the dataset again"
+    if os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
+        raise QrnnLmError(f"the tokenizer model file {name} is refused: absolute paths and '..' are not "
+                          f"allowed ({advice}).")
+    base = os.path.realpath(directory or ".")
+    path = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, path]) != base:
+        raise QrnnLmError(f"the tokenizer model file {name} is refused: it leads outside {base} ({advice}).")
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise QrnnLmError(f"sentencepiece model {os.path.join(base, name)} is missing; "
+                          "prepare the dataset again.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise QrnnLmError(f"the tokenizer model file {name} is refused: it is not a regular file ({advice}).")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise QrnnLmError(f"the tokenizer model file {name} is refused: it has {st.st_size} bytes, more than "
+                          f"the {MAX_MODEL_BYTES >> 20} MiB a tokenizer model may have.")
+    return path
+
+
+def _read_bounded(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MODEL_BYTES + 1)
+    except OSError as e:
+        raise QrnnLmError(f"cannot read the tokenizer model {path} ({e.strerror or e}).") from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise QrnnLmError(f"the tokenizer model file {path} is refused: it has more than "
+                          f"{MAX_MODEL_BYTES >> 20} MiB.")
+    return data
+
+
+def _embedded_model(proto, where: str | None) -> bytes:
+    """The bytes of a tokenizer model embedded (base64) in a vocabulary."""
+    where = where or "the vocabulary"
+    if not isinstance(proto, str) or len(proto) > MAX_MODEL_BYTES * 4 // 3 + 4:
+        raise QrnnLmError(f"the sentencepiece tokenizer model embedded in {where} is not a base64 text of at "
+                          f"most {MAX_MODEL_BYTES >> 20} MiB; the file is damaged, prepare or train again.")
+    try:
+        return base64.b64decode(proto, validate=True)
+    except (binascii.Error, ValueError):
+        raise QrnnLmError(f"the sentencepiece tokenizer model embedded in {where} is not valid base64; "
+                          "the file is damaged, prepare or train again.") from None
 
 
 # --------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS
                             estimate_validation_cost, eval_batches_for, fill_defaults, load_data, lr_at, make_optimizer,
                             merge_resumed_args, model_config, prepare_on_the_fly, prepare_settings,
                             resolve_settings, resolve_vectors_path, validation_due)
+from qrnn_lm.recipe import seed_value
 from qrnn_lm.rundir import (BEST, LAST, LOCK, RunLock, copy_best, ensure_writable_dir,  # noqa: F401
                             remove_orphan_temp_files, resolve_run)
 from qrnn_lm.runlog import RunLog, _plot_losses  # noqa: F401
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--wdecay", type=float, default=None,
                    help="weight decay (default 1.2e-6 for sgd as awd-lstm-lm, 0.01 for adamw)")
     t.add_argument("--clip", type=float, default=None, help="gradient norm clipping (0.25; 0: off)")
-    t.add_argument("--seed", type=int, default=None, help="random seed (1111)")
+    t.add_argument("--seed", type=seed_value, default=None, help="random seed (1111)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None, help="autocast on CUDA (off)")
     o = p.add_argument_group("output")

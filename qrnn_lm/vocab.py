@@ -145,6 +145,8 @@ class Vocabulary:
         """Load from ``vocab.json`` or a prepared dataset directory."""
         d, path = read_vocab_file(path)
         cls._check_dict(d, path)
+        from .tokenizers import check_tokenizer_config
+        check_tokenizer_config(d["tokenizer"], os.path.dirname(os.path.abspath(path)))
         try:
             return cls(d, os.path.dirname(os.path.abspath(path)))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:

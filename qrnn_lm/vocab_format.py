@@ -16,6 +16,9 @@ EOS = "</s>"
 RARE_MODES = ("unk", "pos", "pos+script", "kmeans", "pos+kmeans", "exchange")
 FORMAT = "qrnn_lm-vocab"
 VERSION = 1
+MAX_POS_DEPTH = 16        # POS paths have 4 levels (UniDic) or 2 (char); a bound for loops over them
+MAX_COUNT = 1 << 53       # no corpus has this many tokens; larger numbers are crafted
+MAX_SPELLING_LENGTH = 1000  # mean characters of a spelled rare word: sampling runs that long
 
 _FIELDS = (("tokenizer", dict), ("normalizer", dict), ("rare", dict), ("tokens", list),
            ("buckets", list), ("rare_words", dict), ("unseen_bucket_by_pos", dict),
@@ -47,8 +50,8 @@ def check_vocab_dict(d: dict, where: str = "the vocabulary",
         raise QrnnLmError(f"{where} is damaged: its version is not a whole number; "
                           "prepare the dataset again.")
     if version > VERSION:
-        raise QrnnLmError(f"vocabulary format version {d['version']} is newer than this "
-                          "qrnn_lm understands; upgrade qrnn_lm.")
+        raise QrnnLmError(f"{where} has vocabulary format version {d['version']}, newer than the version "
+                          f"{VERSION} this qrnn_lm understands; upgrade qrnn_lm.")
     problem = vocab_dict_problem(d)
     if problem:
         raise QrnnLmError(f"{where} is damaged or was edited by hand: {problem}; {advice}.")
@@ -69,7 +72,7 @@ def vocab_dict_problem(d: dict) -> str | None:
 
 
 def _is_count(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT
 
 
 def _bucket_ref_problem(b, bucket_ids: set, what: str) -> str | None:
@@ -89,6 +92,8 @@ def _fields_problem(d: dict) -> str | None:
         return f"rare-word mode {d['rare'].get('mode')!r} is not one of {', '.join(RARE_MODES)}"
     if not _is_count(d["rare"].get("pos_depth")):
         return "rare.pos_depth is not a whole number"
+    if d["rare"]["pos_depth"] > MAX_POS_DEPTH:
+        return f"rare.pos_depth is {d['rare']['pos_depth']}, more than the {MAX_POS_DEPTH} levels any POS has"
     return None
 
 
@@ -198,6 +203,12 @@ def _spelling_problem(m, name: str) -> str | None:
     for c, n in m["char_counts"].items():
         if not _is_count(n):
             return f"{name} has a count for {c!r} that is not a whole number ({n!r})"
+    if not isinstance(m.get("single_char", False), bool):
+        return f"{name} has a single_char flag that is not true or false"
+    total, types = sum(m["char_counts"].values()), m.get("n_types", 0)
+    if not m.get("single_char") and (types > total + 1 or total + 2 > MAX_SPELLING_LENGTH * (types + 1)):
+        return (f"{name} has {types} types of {total} characters in all, which no words have "
+                f"(at most {MAX_SPELLING_LENGTH} characters a word on average)")
     return None
 
 
