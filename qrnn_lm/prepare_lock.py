@@ -14,13 +14,15 @@ import socket
 import time
 
 from .errors import QrnnLmError
-from .rundir import _check_out, os_error_reason, pid_alive
+from .rundir import _check_out, _remove_orphan_parts, os_error_reason, pid_alive
 
 
 @contextlib.contextmanager
 def out_lock(out: str, *, force: bool = False, inputs: dict | None = None, log=None):
     """Hold ``OUT.lock`` for the block (``--out`` is checked first, so a bad
     ``out`` is its own sentence); removed when the block ends."""
+    if out and os.path.isdir(out):
+        _remove_orphan_parts(os.path.realpath(out), log)   # before the check, as staged_output does
     path = _check_out(out, force, inputs or {})
     try:
         lock = _take(path, out, log)
