@@ -112,7 +112,7 @@ _CHUNK = 1 << 22
 
 def _check_meta_counts(meta: dict, path: str, again: str) -> None:
     """Every count in a split's meta.json is a non-negative integer, and the
-    counts are possible: at least one character, at least one a line (its end)."""
+    counts are possible: at least one character, and one for every line (its end)."""
     for key in META_COUNTS:
         v = meta.get(key, 0)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
