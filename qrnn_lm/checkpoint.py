@@ -10,6 +10,8 @@ a checkpoint file can never run code::
                                 the training state (``TrainState``): what --resume needs
     args, chosen                train.py's flags as the run used them, and those the
                                 defaults rule chose (--resume reads them)
+    dataset                     {"vocab_sha256": ...}: the identity of the dataset trained
+                                on (None, or absent before it existed: not checked)
     format, version             the mark of a qrnn_lm checkpoint
 
 Inference reads ``inference_settings(ckpt)``: the ``inference`` block, or
@@ -383,6 +385,7 @@ class TrainState:
             "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
             "config": parts.model.config.to_dict(), "args": dict(parts.args), "chosen": dict(parts.chosen),
             "inference": dict(parts.inference), "vocab": parts.vocab.to_dict(), "rng": [r["rng"] for r in ranks],
+            "dataset": dataset_identity(parts.vocab),
             "data": {"epoch": self.epoch, "batch": self.batch,
                      "state": states if any(s is not None for s in states) else None,
                      "world_size": len(ranks), "batches": self.epoch_batches, "tokens": self.epoch_tokens,
@@ -414,6 +417,24 @@ def _count(v) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
+def dataset_identity(vocab) -> dict | None:
+    """``{"vocab_sha256": ...}`` of the dataset ``vocab`` was loaded from
+    (``recipe.load_data``), or None for a dataset prepared before it was recorded."""
+    digest = getattr(vocab, "dataset_identity", None)
+    return {"vocab_sha256": digest} if digest else None
+
+
+def check_same_dataset(ckpt: dict, vocab, data_dir: str) -> None:
+    """A resumed run goes on with the dataset it was trained on: the dataset
+    identity the checkpoint recorded (if any) is the one of ``data_dir``."""
+    saved = ckpt.get("dataset")
+    saved = saved.get("vocab_sha256") if isinstance(saved, dict) else None
+    digest = getattr(vocab, "dataset_identity", None)
+    if saved and digest and saved != digest:
+        raise QrnnLmError(f"checkpoint {ckpt['path']} was trained on another dataset than {data_dir} (its "
+                          "vocab.json hash differs); resume with the data it was trained on.")
+
+
 def check_resumable(ckpt: dict) -> None:
     for key in ("optimizer", "scheduler", "step", "data"):
         if key not in ckpt:
@@ -434,6 +455,7 @@ def resume_training(ckpt: dict, parts: RunParts, *, rank: int, world_size: int, 
     position mapped (``map_position``) when the world size or the training
     split changed.  ``epoch_batches(epoch)``: batches of an epoch per rank
     now; ``split_tokens``: tokens of the training split now."""
+    check_same_dataset(ckpt, parts.vocab, getattr(parts.vocab, "directory", None) or "--data")
     try:
         parts.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError):

@@ -23,8 +23,10 @@ batch index.  Under DDP each rank takes its own slice (columns / batches).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,10 +98,110 @@ def load_split(data_dir: str, name: str) -> Split:
     if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool)
                                              for k in ("tokens", "characters")):
         raise QrnnLmError(f"{name}.meta.json of {data_dir} lacks its token and character counts; {again}.")
-    if meta["tokens"] != len(ids) or meta["characters"] <= 0:
+    if meta["tokens"] != len(ids):
         raise QrnnLmError(f"{name}.meta.json of {data_dir} does not match {name}.ids.npy ({meta['tokens']} "
                           f"tokens said, {len(ids)} found); {again}.")
+    _check_meta_counts(meta, os.path.join(data_dir, f"{name}.meta.json"), again)
+    _check_rare_logp(rare_logp, os.path.join(data_dir, f"{name}.rare_logp.npy"), again)
     return Split(name, ids, rare_logp, meta)
+
+
+META_COUNTS = ("tokens", "lines", "characters", "invalid_utf8", "bucket_tokens", "unseen_tokens", "vocab_size")
+_CHUNK = 1 << 22
+
+
+def _check_meta_counts(meta: dict, path: str, again: str) -> None:
+    """Every count in a split's meta.json is a non-negative integer, and the
+    counts are possible: at least one character, and one for every line (its end)."""
+    for key in META_COUNTS:
+        v = meta.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise QrnnLmError(f"{path} says {key} is {v!r}, which is not a count; {again}.")
+    lines = meta.get("lines", 0)
+    if meta["characters"] < max(1, lines):
+        raise QrnnLmError(f"{path} says {meta['characters']} characters in {lines} lines, which is impossible "
+                          f"(every line counts at least its end); {again}.")
+    if "bucket_tokens" in meta and meta["bucket_tokens"] > meta["tokens"]:
+        raise QrnnLmError(f"{path} says {meta['bucket_tokens']} of its {meta['tokens']} tokens are in buckets, "
+                          f"which is impossible; {again}.")
+
+
+def _check_rare_logp(rare_logp: np.ndarray, path: str, again: str) -> None:
+    """Every log P(word | bucket) is finite and at most 0 (chunks of the memory map)."""
+    for s in range(0, len(rare_logp), _CHUNK):
+        chunk = np.asarray(rare_logp[s:s + _CHUNK])
+        bad = ~(np.isfinite(chunk) & (chunk <= 0))
+        if bad.any():
+            i = s + int(np.argmax(bad))
+            raise QrnnLmError(f"{path} holds {float(rare_logp[i])} at position {i}, not a log-probability "
+                              f"(finite and at most 0); {again}.")
+
+
+MAX_TOKENIZER_FILE = 1 << 30
+
+
+def check_tokenizer_file(data_dir: str, config: dict) -> None:
+    """A dataset's tokenizer file (sentencepiece ``model_file`` in vocab.json)
+    is a regular file of bounded size inside the dataset directory: a name
+    that is absolute or climbs out with ``..`` is refused before anything opens it."""
+    name = config.get("model_file") if isinstance(config, dict) and "model_proto" not in config else None
+    if name is None:
+        return
+    vocab_path = os.path.join(data_dir, "vocab.json")
+    root = os.path.realpath(data_dir)
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, outside the dataset directory; refused: "
+                          "prepare the dataset again.")
+    path = os.path.join(data_dir, name)
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root + os.sep):
+        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, which leads outside the dataset "
+                          "directory; refused: prepare the dataset again.")
+    try:
+        st = os.stat(real)
+    except OSError:
+        return    # missing: said when the tokenizer is needed
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_TOKENIZER_FILE:
+        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, which is not a regular file of at most "
+                          f"{MAX_TOKENIZER_FILE >> 20} MiB; refused: prepare the dataset again.")
+
+
+def vocab_sha256(data_dir: str) -> str:
+    """The identity of a prepared dataset: the SHA-256 of its vocab.json's bytes,
+    recorded in every split's meta.json by ``prepare``."""
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(data_dir, "vocab.json"), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise QrnnLmError(f"cannot read {os.path.join(data_dir, 'vocab.json')} ({e.strerror}); "
+                          "prepare the dataset again with `python -m qrnn_lm prepare --force`.") from None
+    return h.hexdigest()
+
+
+def check_dataset_identity(data_dir: str, splits, vocab_size: int) -> str | None:
+    """Check that ``data_dir/vocab.json`` belongs to the loaded ``splits``
+    ({name: Split}): the vocab_sha256 and vocab_size their meta.json recorded
+    when the dataset was prepared.  Returns the hash, or None for a dataset
+    prepared before splits recorded it (then only the size is checked)."""
+    vocab_path = os.path.join(data_dir, "vocab.json")
+    again = "prepare the dataset again with `python -m qrnn_lm prepare --force`"
+    for s in splits.values():
+        size = s.meta.get("vocab_size")
+        if isinstance(size, int) and size != vocab_size:
+            raise QrnnLmError(f"{vocab_path} does not belong to {os.path.join(data_dir, s.name)}.*: it has "
+                              f"{vocab_size} outputs, {s.name}.meta.json recorded {size}; {again}.")
+    recorded = {name: s.meta.get("vocab_sha256") for name, s in splits.items()}
+    if not any(recorded.values()):
+        return None
+    digest = vocab_sha256(data_dir)
+    for name, h in recorded.items():
+        if h != digest:
+            why = ("its hash differs from the one recorded when the dataset was prepared" if h
+                   else f"{name}.meta.json records no vocabulary hash, unlike the other splits")
+            raise QrnnLmError(f"{vocab_path} does not belong to {os.path.join(data_dir, name)}.*: {why}; {again}.")
+    return digest
 
 
 def eos_stream(ids: np.ndarray, eos_id: int) -> np.ndarray:

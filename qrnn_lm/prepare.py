@@ -23,6 +23,7 @@ it only when complete; ``OUT`` must be new or empty unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ import numpy as np
 
 from .corpus import TextFiles, TextNormalizer, read_text, source_from_flags
 from .errors import QrnnLmError, run_command
+from .prepare_lock import out_lock
 from .prepare_settings import PrepareSettings, build_parser, check_settings
 from .rundir import (_STAGE_TAG, _check_out, _remove_orphan_parts,  # noqa: F401 (old names)
                      _stage_prefix, os_error_reason, pid_alive, remove_stale_staging,
@@ -125,8 +127,9 @@ def prepare(source=None, *where, force: bool = False, train=None, valid=None, te
         raise TypeError("prepare(source, out, **settings) takes a source and an output directory")
     s = PrepareSettings(**settings)
     check_settings(source, s)
-    with staged_output(out, force=force, inputs={**source.inputs, "--vectors": s.vectors},
-                       log=s.log) as tmp:
+    inputs = {**source.inputs, "--vectors": s.vectors}
+    with out_lock(out, force=force, inputs=inputs, log=s.log), \
+            staged_output(out, force=force, inputs=inputs, log=s.log) as tmp:
         paths = source.extract(os.path.join(tmp, "corpus"), log=s.log)
         vocab = _prepare_into(paths, tmp, out, s)
     vocab.directory = os.path.abspath(out)
@@ -220,6 +223,7 @@ def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareS
     vocab.tokenizer = tok
     with _writing(os.path.join(out, "vocab.json")):
         vocab.save(out)
+        vocab.dataset_identity = _sha256_of(os.path.join(out, "vocab.json"))
     log(f"vocabulary: {len(vocab)} outputs ({len(vocab.word_to_id)} words, "
         f"{len(vocab.buckets)} buckets, </s>), {len(vocab.rare_words)} rare words")
     return vocab
@@ -395,11 +399,22 @@ def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress, s
                 bucket_tokens=in_bucket, unseen_tokens=unseen)
 
 
+def _sha256_of(path: str) -> str:
+    """The dataset's identity: the SHA-256 of vocab.json's bytes, recorded in
+    every split's meta.json (``qrnn_lm.data.check_dataset_identity``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _write_meta(out, split, tokens, lines, chars, stats, source, vocab, **extra):
     meta = {"tokens": int(tokens), "lines": int(lines), "characters": int(chars),
             "source": os.path.abspath(source), "invalid_utf8": int(stats.get("invalid_utf8", 0)),
             "tokenizer": vocab.tokenizer_config["type"], "rare": vocab.rare_mode,
-            "vocab_size": len(vocab), **{k: int(v) for k, v in extra.items()}}
+            "vocab_size": len(vocab), "vocab_sha256": vocab.dataset_identity,
+            **{k: int(v) for k, v in extra.items()}}
     path = os.path.join(out, f"{split}.meta.json")
     with _writing(path), open(path, "w", encoding="utf-8") as f:
         json.dump(meta, f, ensure_ascii=False, indent=1)

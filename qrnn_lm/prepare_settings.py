@@ -44,6 +44,10 @@ def check_settings(source, s: PrepareSettings) -> None:
     vectors = s.vectors or "ppmi"
     if s.workers < 1:
         raise QrnnLmError("--workers must be at least 1.")
+    for flag, value in (("--buckets", s.buckets), ("--window", s.window),
+                        ("--context-words", s.context_words), ("--vector-dim", s.vector_dim)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise QrnnLmError(f"{flag} must be a whole number of at least 1, not {value!r}.")
     source.check()
     if vectors not in VECTOR_KINDS:
         if not os.path.exists(vectors):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .corpus import check_input_file
-from .data import StreamBatches, load_split, make_batches
+from .data import StreamBatches, check_dataset_identity, check_tokenizer_file, load_split, make_batches
 from .errors import QrnnLmError
 from .model import ModelConfig
 from .model_size import FLAG_OF, check_flag_sizes, check_model_size
@@ -242,10 +242,12 @@ def load_data(args, is_master: bool = True, distributed: bool = False):
         raise QrnnLmError("no training data: give --data DIR (a prepared dataset) or --train FILE.")
     from .vocab import Vocabulary
     vocab = Vocabulary.load(data_dir)
+    check_tokenizer_file(data_dir, vocab.tokenizer_config)
     splits = {"train": load_split(data_dir, "train")}
     for name in ("valid", "test"):
         if os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):
             splits[name] = load_split(data_dir, name)
+    vocab.dataset_identity = check_dataset_identity(data_dir, splits, len(vocab))
     for s in splits.values():
         if int(np.max(s.ids)) >= len(vocab) or int(np.min(s.ids)) < 0:
             raise QrnnLmError(f"the {s.name} split of {data_dir} has ids outside its vocabulary; prepare it again.")

@@ -365,6 +365,7 @@ def _check_out(out: str, force: bool, inputs: dict) -> str:
             raise QrnnLmError(f"--out {out} is not empty (it holds {sorted(os.listdir(path))[0]}"
                               f"{' and more' if len(os.listdir(path)) > 1 else ''}); give a new "
                               "or empty directory, or --force to replace it whole.")
+        _refuse_a_run_inside(path, out)
         cwd = os.path.realpath(os.getcwd())
         if cwd == path or cwd.startswith(path + os.sep):
             raise QrnnLmError(f"--force would delete --out {out}, which holds the current "
@@ -377,6 +378,17 @@ def _check_out(out: str, force: bool, inputs: dict) -> str:
                 raise QrnnLmError(f"{flag} {p} lies inside --out {out}, which --force would "
                                   "delete; move it out of that directory first.")
     return path
+
+
+def _refuse_a_run_inside(path: str, out: str) -> None:
+    """--force never deletes a run directory saved inside --out."""
+    for top, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in (BEST, LAST, LOCK, "metrics.jsonl"):
+            if name in files:
+                where = os.path.join(out, os.path.relpath(top, path)) if top != path else out
+                raise QrnnLmError(f"--force would delete the run in {os.path.normpath(where)} (it holds {name}) "
+                                  f"inside --out {out}; move that run out of it first, or give another --out.")
 
 
 @contextlib.contextmanager
