@@ -20,9 +20,10 @@ import torch
 
 from qrnn_lm.checkpoint import (BEST, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LAST,  # noqa: F401 (old names)
                                 build_model, inference_settings, load_checkpoint, load_vocab_dict,
-                                resolve_checkpoint, save_checkpoint, vectors_from_checkpoint, vocab_tokens)
+                                resolve_checkpoint, save_checkpoint, vocab_tokens)
 from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.model import RNNLanguageModel
+from qrnn_lm.model_vectors import vectors_from_checkpoint  # noqa: F401 (old name)
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -51,9 +50,11 @@ def query_log10(query: str, model: str, text: str) -> tuple:
     with open(text, encoding="utf-8") as f:
         out = subprocess.run([query, "-v", "sentence", model], stdin=f, capture_output=True, text=True, check=True)
     total, oov = 0.0, 0
-    for m in re.finditer(r"Total: (\S+) OOV: (\d+)", out.stdout):   # one per line of text
-        total += float(m.group(1))
-        oov += int(m.group(2))
+    words = out.stdout.split()
+    for i, w in enumerate(words[:-3]):   # "Total: <log10> OOV: <count>", once per line of text
+        if w == "Total:" and words[i + 2] == "OOV:":
+            total += float(words[i + 1])
+            oov += int(words[i + 3])
     return total, oov
 
 
