@@ -119,8 +119,10 @@ def run_command(fn: Callable[[list], int], argv: Sequence[str] | None, *,
         return 1
     except ExitCode as e:
         return e.code or 1
-    except Interrupted as e:
-        _say(f"stopped by {signal_name(e.signum)}{e.detail}.")
+    except Interrupted as e:     # the command's own Ctrl-C sentence, naming the signal
+        name = f"stopped by {signal_name(e.signum)}"
+        _say(f"{name}{e.detail}." if e.detail or "interrupted" not in interrupted else
+             interrupted.replace("interrupted", name, 1))
         return exit_status(e.signum)
     except KeyboardInterrupt:
         _say(interrupted)
