@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import QrnnLmError
+from .rundir import LAST
 
 
 class World(typing.NamedTuple):
@@ -84,16 +85,19 @@ def _peer_failure(e: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def peers(world: World, what: typing.Callable[[], str]):
+def peers(world: World, run_dir: str):
     """Run collective calls; a peer process that died (torchrun) becomes one
-    sentence ending in ``what()`` (how to continue the run)."""
+    sentence saying how to continue the run in ``run_dir``."""
     try:
         yield
     except (RuntimeError, OSError) as e:
         if not (world.distributed and _peer_failure(e)):
             raise
+        saved = os.path.isfile(os.path.join(run_dir, LAST))
         raise QrnnLmError(f"another process of this {world.size}-process run ended (rank {world.rank} lost its "
-                          f"peers), so training stopped; {what()}.") from None
+                          "peers), so training stopped; " + (f"continue from its last checkpoint with --save "
+                          f"{run_dir} --resume." if saved else "no checkpoint had been saved yet; start it again."))\
+            from None
 
 
 def gather(world: World, obj) -> list:

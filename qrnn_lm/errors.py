@@ -87,6 +87,32 @@ def _raise_interrupted(signum: int) -> None:
     raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
 
 
+class StopSignals:
+    """While training: the first Ctrl-C, SIGTERM or SIGHUP sets ``signum``
+    (the loop finishes its step, every rank agrees, saves and exits with
+    ``exit_status``); a second one aborts."""
+
+    def __init__(self):
+        self.signum = 0     # a signal this process got
+        self.agreed = 0     # the signal every rank stops for (distributed.agree)
+
+    def __enter__(self):
+        self._restore = install_stop_handlers(self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+
+    def _on_signal(self, signum: int) -> None:
+        if self.signum:
+            _raise_interrupted(signum)
+        self.signum = signum
+
+    def sentence(self, step: int, saved: str) -> str:
+        name = "interrupted (Ctrl-C)" if self.agreed == signal.SIGINT else f"stopped by {signal_name(self.agreed)}"
+        return f"{name} at step {step}; saved {saved}; continue with --resume"
+
+
 def _is_oom(e: BaseException) -> bool:
     if isinstance(e, MemoryError):
         return True

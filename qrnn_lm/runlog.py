@@ -29,11 +29,13 @@ class StdoutLog:
     pipe) and to ``RUNDIR/train.log``.  When the terminal or pipe is gone
     (BrokenPipeError, EPIPE, EIO, a closed file), its descriptor is pointed at
     /dev/null and only the log file is written.  ``release()`` puts the
-    old stdout back."""
+    old stdout back (and removes a log it made for a run that never started
+    training, so a failed start leaves the directory as it was)."""
 
     def __init__(self, run_dir: str):
         self.stream = sys.stdout
-        self.path = os.path.join(run_dir, LOG_FILE)
+        self.path, self.metrics_path = os.path.join(run_dir, LOG_FILE), os.path.join(run_dir, "metrics.jsonl")
+        self.created = not os.path.exists(self.path)
         self.file = open(self.path, "a", encoding="utf-8")
         self.silenced = self.stream is None
         if (hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread()
@@ -87,6 +89,8 @@ class StdoutLog:
         if self.file is not None:
             with contextlib.suppress(OSError, ValueError):
                 self.file.close()
+                if self.created and not os.path.exists(self.metrics_path):
+                    os.remove(self.path)    # the run never started: its directory stays as it was
             self.file = None
 
 

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import signal
 import sys
 import time
 
@@ -35,8 +34,7 @@ from qrnn_lm.checkpoint import (RunParts, TrainState, build_model, check_resumab
                                 write_checkpoint)
 from qrnn_lm.data import make_batches
 from qrnn_lm.distributed import World
-from qrnn_lm.errors import ExitCode, Interrupted, QrnnLmError, exit_status, install_stop_handlers, run_command, \
-    signal_name
+from qrnn_lm.errors import ExitCode, Interrupted, QrnnLmError, StopSignals, exit_status, run_command, signal_name
 from qrnn_lm.lm import bits_per_char, total_nll
 from qrnn_lm.model import RNNLanguageModel
 from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS, STATIC_DEFAULTS,  # noqa: F401
@@ -319,25 +317,16 @@ def train(run: Run) -> int:
     run.runlog = RunLog(run.save, run.world.is_master, progress=not a.no_progress)
     run.runlog.record(event="start", step=s.step, parameters=run.parameters, settings=a.as_dict(),
                       device=run.device.type, world_size=run.world.size)
-    stop = {"signal": 0, "agreed": 0}
-
-    def on_signal(signum):   # finish the step, save, exit; a second signal aborts
-        if stop["signal"]:
-            raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
-        stop["signal"] = signum
-
-    restore = install_stop_handlers(on_signal)
-    try:
-        stop_reason = loop(run, stop)
-    finally:
-        restore()
-        run.runlog.close_bar()
+    with StopSignals() as stop:
+        try:
+            stop_reason = loop(run, stop)
+        finally:
+            run.runlog.close_bar()
     last = os.path.join(run.save, LAST)
-    if stop["agreed"]:
-        name = "interrupted (Ctrl-C)" if stop["agreed"] == signal.SIGINT else f"stopped by {signal_name(stop['agreed'])}"
-        run.log(f"{name} at step {s.step}; saved {last}; continue with --resume")
+    if stop.agreed:
+        run.log(stop.sentence(s.step, last))
         run.runlog.close()
-        return exit_status(stop["agreed"])
+        return exit_status(stop.agreed)
     floor = f", floor {a.lr * a.min_lr_ratio:.2e}" if a.schedule in ("cosine", "linear") else ""
     last_lr = run.last_lr if run.last_lr is not None else a.lr
     run.log(f"stopped at step {s.step}: {stop_reason} (last lr {last_lr:.2e}{floor}); saved {last}")
@@ -351,7 +340,7 @@ def train(run: Run) -> int:
     return rc
 
 
-def loop(run: Run, stop: dict) -> str:
+def loop(run: Run, stop: StopSignals) -> str:
     """Train until the budget is spent or a stop signal; returns why it stopped."""
     a, s = run.settings, run.state
     last_good = os.path.join(run.save, LAST) if run.ckpt is not None else None
@@ -362,7 +351,7 @@ def loop(run: Run, stop: dict) -> str:
         if "valid" in run.splits else 0.0
 
     def agree_to_go_on(loss_value):    # every rank stops at the same step
-        bad, stop["agreed"] = distributed.agree(run.world, run.device, not math.isfinite(loss_value), stop["signal"])
+        bad, stop.agreed = distributed.agree(run.world, run.device, not math.isfinite(loss_value), stop.signum)
         if bad:
             where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint had been saved yet"
             raise QrnnLmError(f"the training loss became {loss_value} at step {s.step + 1}, so training "
@@ -383,7 +372,7 @@ def loop(run: Run, stop: dict) -> str:
                 g["lr"] = step_lr
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             try:
-                with distributed.peers(run.world, lambda: lost_peer(run, last_good)):
+                with distributed.peers(run.world, run.save):
                     loss_value, ntok, new_state = train_step(
                         run.model, run.optimizer, x, y, s.rnn_state if run.stream else None, clip=a.clip,
                         scaler=run.scaler, autocast=run.autocast, before_update=agree_to_go_on)
@@ -407,9 +396,9 @@ def loop(run: Run, stop: dict) -> str:
                 run.runlog.train_interval(s, lr=step_lr, loss_sum=acc[0], steps=acc[1], tokens=acc[2], index=index,
                                           nbatches=nbatches, seconds=clock() - t_interval, progress=run.progress())
                 t_interval, acc = clock(), [0.0, 0, 0]
-            if stop["agreed"]:                      # a stop signal: save where we are, no validation
+            if stop.agreed:                         # a stop signal: save where we are, no validation
                 save_last(run)
-                return signal_name(stop["agreed"])
+                return signal_name(stop.agreed)
             stop_reason = budget_reason(a, step=s.step, elapsed=s.elapsed) if run.progress() >= 1.0 else ""
             s.finished = stop_reason
             epoch_end = s.batch == 0 and a.eval_interval is not None
@@ -429,13 +418,6 @@ def loop(run: Run, stop: dict) -> str:
 
 
 # --- validation and checkpoints ----------------------------------------------
-def lost_peer(run: Run, last_good: str | None) -> str:
-    """The end of the sentence for a run whose peer process died."""
-    last_good = last_good or (os.path.join(run.save, LAST) if os.path.isfile(os.path.join(run.save, LAST)) else None)
-    return (f"continue from its last checkpoint with --save {run.save} --resume" if last_good else
-            "no checkpoint had been saved yet; start it again")
-
-
 def evaluate(run: Run, name: str) -> dict:
     with run.autocast():
         nll, n = total_nll(run.raw_model, run.eval_batches[name], run.device, run.stream)
@@ -448,7 +430,7 @@ def save_last(run: Run) -> None:
     """Gather every rank's RNG and carried state, then rank 0 writes last.pt."""
     s = run.state
     local = rank_snapshot(s.rnn_state if run.stream and s.batch > 0 else None, cuda=run.device.type == "cuda")
-    with distributed.peers(run.world, lambda: lost_peer(run, None)):
+    with distributed.peers(run.world, run.save):
         ranks = distributed.gather(run.world, local)
     if run.world.is_master:
         write_checkpoint(s.to_checkpoint(run.parts(), ranks), os.path.join(run.save, LAST))

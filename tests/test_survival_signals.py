@@ -63,6 +63,7 @@ class _ClosedPipe(io.StringIO):
 
 def test_stdout_log_keeps_the_log_file_when_stdout_breaks(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    (tmp_path / "metrics.jsonl").write_text("")      # the run has started training
     log = runlog.StdoutLog(str(tmp_path))
     try:
         print("one", flush=True)
@@ -72,6 +73,14 @@ def test_stdout_log_keeps_the_log_file_when_stdout_breaks(tmp_path, monkeypatch)
         log.release()
     assert isinstance(sys.stdout, _ClosedPipe)
     assert (tmp_path / runlog.LOG_FILE).read_text(encoding="utf-8") == "one\ntwo\n"
+
+
+def test_a_run_that_never_started_leaves_no_log(tmp_path, capsys):
+    log = runlog.StdoutLog(str(tmp_path))
+    print("starting the new run directory")
+    log.release()
+    assert capsys.readouterr().out == "starting the new run directory\n"
+    assert os.listdir(tmp_path) == []
 
 
 def _sigterm_when(monkeypatch, module, name):
