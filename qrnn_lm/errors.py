@@ -162,6 +162,8 @@ def run_command(fn: Callable[[list], int], argv: Sequence[str] | None, *,
         try:
             if cleanup is not None:
                 cleanup()
+        except KeyboardInterrupt:   # another signal while cleaning up: the first outcome stands
+            pass
         finally:
             restore()
 
