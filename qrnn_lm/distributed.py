@@ -5,10 +5,12 @@
 device (and joins the process group), ``wrap`` puts the model under
 DistributedDataParallel, ``agree`` and ``gather`` are the two collective
 calls the loop makes (every rank stops at the same step; rank 0 saves every
-rank's RNG and state).
+rank's RNG and state).  ``peers`` turns a peer that died mid-collective
+(torchrun's other workers, killed or crashed) into one sentence.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import typing
 
@@ -16,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import QrnnLmError
+from .rundir import LAST
 
 
 class World(typing.NamedTuple):
@@ -60,14 +63,41 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
         find_unused_parameters=model.config.softmax == "adaptive")  # a tail cluster may get no gradient
 
 
-def agree(world: World, device: torch.device, *flags: bool) -> tuple:
-    """Each flag true if it is true on any rank (NCCL reduces CUDA tensors only)."""
+def agree(world: World, device: torch.device, *flags: int) -> tuple:
+    """Each flag (a bool or a small number, e.g. a signal's) as the largest
+    of every rank's: true if it is true on any rank (NCCL reduces CUDA
+    tensors only)."""
     t = torch.tensor([float(f) for f in flags])
     if world.distributed:
         t = t.to(device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
         t = t.cpu()
-    return tuple(bool(v > 0) for v in t)
+    return tuple(int(v) for v in t)
+
+
+def _peer_failure(e: BaseException) -> bool:
+    """A collective that failed because another process went away."""
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in text for w in (
+        "connection closed by peer", "connection reset", "broken pipe", "gloo", "nccl", "timed out"))
+
+
+@contextlib.contextmanager
+def peers(world: World, run_dir: str):
+    """Run collective calls; a peer process that died (torchrun) becomes one
+    sentence saying how to continue the run in ``run_dir``."""
+    try:
+        yield
+    except (RuntimeError, OSError) as e:
+        if not (world.distributed and _peer_failure(e)):
+            raise
+        saved = os.path.isfile(os.path.join(run_dir, LAST))
+        raise QrnnLmError(f"another process of this {world.size}-process run ended (rank {world.rank} lost its "
+                          "peers), so training stopped; " + (f"continue from its last checkpoint with --save "
+                          f"{run_dir} --resume." if saved else "no checkpoint had been saved yet; start it again."))\
+            from None
 
 
 def gather(world: World, obj) -> list:

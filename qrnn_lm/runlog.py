@@ -4,7 +4,10 @@ TensorBoard and a tqdm bar if installed (rank 0 only), and ``loss.png``.
 metrics.jsonl holds one JSON object a line: a ``{"event": "start", ...}`` row
 at the start of each session, then rows with a ``split`` (train, valid, and
 the final valid/test figures with ``"final": true``); experiments read it
-and ``results.json``, never stdout.
+and ``results.json``, never stdout.  ``RUNDIR/train.log`` gets every line
+the run prints on stdout (``StdoutLog``), and a stdout that goes away (a
+``| head`` or a ``tee`` that ended, a closed terminal) is silenced while
+training goes on.
 """
 from __future__ import annotations
 
@@ -12,6 +15,83 @@ import contextlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
+
+from .rundir import atomic_write
+
+LOG_FILE = "train.log"
+
+
+class StdoutLog:
+    """``sys.stdout`` while a run trains: every write goes to the terminal (or
+    pipe) and to ``RUNDIR/train.log``.  When the terminal or pipe is gone
+    (BrokenPipeError, EPIPE, EIO, a closed file), its descriptor is pointed at
+    /dev/null and only the log file is written.  ``release()`` puts the
+    old stdout back (and removes a log it made for a run that never started
+    training, so a failed start leaves the directory as it was)."""
+
+    def __init__(self, run_dir: str):
+        self.stream = sys.stdout
+        self.path, self.metrics_path = os.path.join(run_dir, LOG_FILE), os.path.join(run_dir, "metrics.jsonl")
+        self.created = not os.path.exists(self.path)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.silenced = self.stream is None
+        if (hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGPIPE) == signal.SIG_DFL):
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)   # a closed pipe is an error to handle, not death
+        sys.stdout = self
+
+    def write(self, text: str) -> int:
+        if self.file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.file.write(text)
+                if "\n" in text:
+                    self.file.flush()
+        if not self.silenced:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self.silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.file.flush()
+        if not self.silenced:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.silence()
+
+    def silence(self) -> None:
+        """The terminal or pipe is gone: point its descriptor at /dev/null
+        (so that no later flush, ours or the interpreter's at exit, fails)."""
+        self.silenced = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+            self.stream.flush()      # what was buffered goes to /dev/null
+
+    def isatty(self) -> bool:
+        return not self.silenced and bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __getattr__(self, name):     # encoding, fileno, ... as the stream has them
+        return getattr(self.stream, name)
+
+    def release(self) -> None:
+        if sys.stdout is self:
+            sys.stdout = self.stream
+        if self.file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.file.close()
+                if self.created and not os.path.exists(self.metrics_path):
+                    os.remove(self.path)    # the run never started: its directory stays as it was
+            self.file = None
 
 
 class RunLog:
@@ -100,11 +180,11 @@ class RunLog:
             return
         s = state
         _plot_losses(self.metrics_path, os.path.join(run_dir, "loss.png"))
-        with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump({"step": s.step, "tokens": s.tokens, "minutes": s.elapsed / 60, **figures,
-                       "train_seconds": s.train_seconds, "valid_seconds": s.valid_seconds,
-                       "tokens_per_second": s.tokens / s.train_seconds if s.train_seconds > 0 else None,
-                       "stop_reason": s.finished}, f, indent=1)
+        text = json.dumps({"step": s.step, "tokens": s.tokens, "minutes": s.elapsed / 60, **figures,
+                           "train_seconds": s.train_seconds, "valid_seconds": s.valid_seconds,
+                           "tokens_per_second": s.tokens / s.train_seconds if s.train_seconds > 0 else None,
+                           "stop_reason": s.finished}, indent=1)
+        atomic_write(os.path.join(run_dir, "results.json"), lambda f: f.write(text.encode("utf-8")))
 
 
 def _plot_losses(metrics_path: str, png_path: str) -> None:

@@ -8,7 +8,7 @@
 The file reads top to bottom: flags; set-up (the run directory, the device,
 data, the settings, the model or the resumed run's); ``train_step``, one
 step on one batch; the loop (schedule, logging, validation, checkpoints,
-Ctrl-C); the final evaluation.  Elsewhere: the recipe (defaults rule, budget
+stop signals); the final evaluation.  Elsewhere: the recipe (defaults rule, budget
 schedule, resume policy) in recipe.py, the checkpoint format in
 checkpoint.py, the run directory in rundir.py, logging in runlog.py, DDP in
 distributed.py.  Losses are in nats per model token; bits per character are
@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import signal
 import sys
 import time
 
@@ -35,7 +34,7 @@ from qrnn_lm.checkpoint import (RunParts, TrainState, build_model, check_resumab
                                 write_checkpoint)
 from qrnn_lm.data import make_batches
 from qrnn_lm.distributed import World
-from qrnn_lm.errors import ExitCode, QrnnLmError, run_command
+from qrnn_lm.errors import ExitCode, Interrupted, QrnnLmError, StopSignals, exit_status, run_command, signal_name
 from qrnn_lm.lm import bits_per_char, total_nll
 from qrnn_lm.model import RNNLanguageModel
 from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS, STATIC_DEFAULTS,  # noqa: F401
@@ -46,7 +45,7 @@ from qrnn_lm.recipe import (CHANGEABLE_ON_RESUME, FIXED_ON_RESUME, PREPARE_FLAGS
 from qrnn_lm.recipe import seed_value
 from qrnn_lm.rundir import (BEST, LAST, LOCK, RunLock, copy_best, ensure_writable_dir,  # noqa: F401
                             remove_orphan_temp_files, resolve_run)
-from qrnn_lm.runlog import RunLog, _plot_losses  # noqa: F401
+from qrnn_lm.runlog import RunLog, StdoutLog, _plot_losses  # noqa: F401
 from qrnn_lm.vocab import RARE_MODES
 
 clock = time.monotonic   # the training-time clock (tests replace it)
@@ -229,6 +228,7 @@ def setup(args, given: set, locks: list) -> Run:
         lock = RunLock(save)
         lock.acquire(print, take_over=bool(args.take_over))
         locks.append(lock)   # main() releases it
+        locks.append(StdoutLog(save))   # RUN/train.log; a closed stdout is silenced, not fatal
         remove_orphan_temp_files(save, print)
     if note:
         log(note)
@@ -307,7 +307,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
 
 # --- the loop ----------------------------------------------------------------
 def train(run: Run) -> int:
-    """Train (Ctrl-C: finish the step, save, exit 130), then the final evaluation."""
+    """Train, then the final evaluation.  Ctrl-C, SIGTERM and SIGHUP finish
+    the step, save it and exit 130 / 143 / 129; a second one aborts."""
     a, s = run.settings, run.state
     if s.finished and run.progress() >= 1.0:
         run.log(f"the run in {run.save} is finished ({s.finished}, step {s.step}); nothing to do. Give a "
@@ -320,33 +321,31 @@ def train(run: Run) -> int:
     run.runlog = RunLog(run.save, run.world.is_master, progress=not a.no_progress)
     run.runlog.record(event="start", step=s.step, parameters=run.parameters, settings=a.as_dict(),
                       device=run.device.type, world_size=run.world.size)
-    stop = {"sigint": False, "agreed": False}
-
-    def on_sigint(signum, frame):   # Ctrl-C: finish the step, save, exit; a second one aborts
-        if stop["sigint"]:
-            raise KeyboardInterrupt
-        stop["sigint"] = True
-
-    old_handler = None
-    if hasattr(signal, "SIGINT") and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        stop_reason = loop(run, stop)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-        run.runlog.close_bar()
+    with StopSignals() as stop:
+        try:
+            stop_reason = loop(run, stop)
+        finally:
+            run.runlog.close_bar()
+    last = os.path.join(run.save, LAST)
+    if stop.agreed:
+        run.log(stop.sentence(s.step, last))
+        run.runlog.close()
+        return exit_status(stop.agreed)
     floor = f", floor {a.lr * a.min_lr_ratio:.2e}" if a.schedule in ("cosine", "linear") else ""
     last_lr = run.last_lr if run.last_lr is not None else a.lr
-    run.log(f"stopped at step {s.step}: {stop_reason} (last lr {last_lr:.2e}{floor}); "
-            f"saved {os.path.join(run.save, LAST)}" + ("" if s.finished else " (continue with --resume)"))
-    rc = final_evaluation(run) if s.finished else 130
+    run.log(f"stopped at step {s.step}: {stop_reason} (last lr {last_lr:.2e}{floor}); saved {last}")
+    try:
+        rc = final_evaluation(run)
+    except Interrupted as e:
+        e.detail = (f" during the final evaluation; the trained run is saved in {last} and "
+                    f"{os.path.join(run.save, BEST)}; evaluate it with python -m qrnn_lm evaluate")
+        raise
     run.runlog.close()
     return rc
 
 
-def loop(run: Run, stop: dict) -> str:
-    """Train until the budget is spent or Ctrl-C; returns why it stopped."""
+def loop(run: Run, stop: StopSignals) -> str:
+    """Train until the budget is spent or a stop signal; returns why it stopped."""
     a, s = run.settings, run.state
     last_good = os.path.join(run.save, LAST) if run.ckpt is not None else None
     t_session = clock() - s.elapsed    # elapsed: wall time of all sessions, validations included
@@ -356,7 +355,7 @@ def loop(run: Run, stop: dict) -> str:
         if "valid" in run.splits else 0.0
 
     def agree_to_go_on(loss_value):    # every rank stops at the same step
-        bad, stop["agreed"] = distributed.agree(run.world, run.device, not math.isfinite(loss_value), stop["sigint"])
+        bad, stop.agreed = distributed.agree(run.world, run.device, not math.isfinite(loss_value), stop.signum)
         if bad:
             where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint had been saved yet"
             raise QrnnLmError(f"the training loss became {loss_value} at step {s.step + 1}, so training "
@@ -377,9 +376,10 @@ def loop(run: Run, stop: dict) -> str:
                 g["lr"] = step_lr
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             try:
-                loss_value, ntok, new_state = train_step(
-                    run.model, run.optimizer, x, y, s.rnn_state if run.stream else None, clip=a.clip,
-                    scaler=run.scaler, autocast=run.autocast, before_update=agree_to_go_on)
+                with distributed.peers(run.world, run.save):
+                    loss_value, ntok, new_state = train_step(
+                        run.model, run.optimizer, x, y, s.rnn_state if run.stream else None, clip=a.clip,
+                        scaler=run.scaler, autocast=run.autocast, before_update=agree_to_go_on)
             except torch.OutOfMemoryError:
                 raise QrnnLmError(f"CUDA ran out of memory at step {s.step + 1}; lower --batch_size (or "
                                   "--bptt / --max-len, --nhid), or try --softmax adaptive or --amp bf16.") from None
@@ -400,9 +400,9 @@ def loop(run: Run, stop: dict) -> str:
                 run.runlog.train_interval(s, lr=step_lr, loss_sum=acc[0], steps=acc[1], tokens=acc[2], index=index,
                                           nbatches=nbatches, seconds=clock() - t_interval, progress=run.progress())
                 t_interval, acc = clock(), [0.0, 0, 0]
-            if stop["agreed"]:                      # Ctrl-C: save where we are, no validation
+            if stop.agreed:                         # a stop signal: save where we are, no validation
                 save_last(run)
-                return "interrupted (Ctrl-C)"
+                return signal_name(stop.agreed)
             stop_reason = budget_reason(a, step=s.step, elapsed=s.elapsed) if run.progress() >= 1.0 else ""
             s.finished = stop_reason
             epoch_end = s.batch == 0 and a.eval_interval is not None
@@ -436,7 +436,8 @@ def save_last(run: Run) -> None:
     s.epoch_batches, s.split_tokens = run.nbatches(s.epoch), run.splits["train"].tokens   # the data position
     s.epoch_tokens = run.train_batches.consumed(s.epoch, s.batch) * run.world.size
     local = rank_snapshot(s.rnn_state if run.stream and s.batch > 0 else None, cuda=run.device.type == "cuda")
-    ranks = distributed.gather(run.world, local)
+    with distributed.peers(run.world, run.save):
+        ranks = distributed.gather(run.world, local)
     if run.world.is_master:
         write_checkpoint(s.to_checkpoint(run.parts(), ranks), os.path.join(run.save, LAST))
 

@@ -174,7 +174,7 @@ def test_a_closed_stdout_keeps_training_and_logging(data, tmp_path):
     assert rc == 0, err[-2000:]
     assert "Traceback" not in err and "BrokenPipe" not in err, err[-2000:]
     rows = metrics(run)
-    assert sorted(r["step"] for r in rows if r["split"] == "train") == list(range(1, steps + 1))
+    assert sorted(r["step"] for r in rows if r.get("split") == "train") == list(range(1, steps + 1))
     assert {r["split"] for r in rows if r.get("final")} == {"valid", "test"}
     assert ckpt(os.path.join(run, "last.pt"))["step"] == steps
     assert os.path.isfile(os.path.join(run, "results.json"))
