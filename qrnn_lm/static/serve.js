@@ -263,8 +263,8 @@ function detailsOf(t, title) {
     box.append(el("div", `P(bucket | history) = ${fmt(t.p_bucket, 5)} · P(word | bucket) = ${fmt(t.p_word, 5)}`));
   }
   if (t.top && t.top.length) {
+    box.append(el("div", `the model's top ${t.top.length} here:`, "bucket"));
     const table = el("table");
-    table.append(el("caption", `the model's top ${t.top.length} at this position`));
     for (const alt of t.top) {
       const row = el("tr");
       row.append(el("td", alt.bucket ? `${alt.token} (bucket)` : alt.token), el("td", fmt(alt.p, 4)));
