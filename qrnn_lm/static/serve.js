@@ -34,6 +34,12 @@ function el(tag, text, cls) {
   return e;
 }
 
+// a token as shown: blank ones (a space) made visible
+function shown(token) {
+  if (token === "</s>") return "↵ (end of line)";
+  return token.trim() === "" ? "␣" : token;
+}
+
 function fmt(x, digits) {
   if (x === null || x === undefined) return "";
   if (!isFinite(x)) return String(x);
@@ -267,7 +273,7 @@ function detailsOf(t, title) {
     const table = el("table");
     for (const alt of t.top) {
       const row = el("tr");
-      row.append(el("td", alt.bucket ? `${alt.token} (bucket)` : alt.token), el("td", fmt(alt.p, 4)));
+      row.append(el("td", alt.bucket ? `${alt.token} (bucket)` : shown(alt.token)), el("td", fmt(alt.p, 4)));
       table.append(row);
     }
     box.append(table);
@@ -282,7 +288,7 @@ function showTip(span) {
   tip.textContent = "";
   const r = current.result;
   const t = current.mode === "score" ? r.tokens[i] : r.a.tokens[i];
-  tip.append(el("div", t.eos ? "↵ (end of line)" : t.text, "word"));
+  tip.append(el("div", t.eos ? "↵ (end of line)" : shown(t.text), "word"));
   if (current.mode === "score") {
     tip.append(detailsOf(t));
   } else {
