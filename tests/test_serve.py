@@ -307,6 +307,13 @@ def test_page_generates_scores_and_inspects(browser, server, runs, text_file, ca
     lm = LanguageModel.from_checkpoint(runs["a"])
     assert page.text_content("#gen-out") == lm.generate("猫が", max_tokens=40, seed=3)
     assert int(page.get_attribute("#gen-out", "data-pieces")) > 5
+    # Stop ends a long generation (2000 tokens take seconds here); the server goes on answering
+    page.fill("#max-tokens", "2000")
+    page.click("#generate-btn")
+    page.wait_for_function("Number(document.getElementById('gen-out').dataset.pieces) > 5")
+    page.click("#stop-btn")
+    page.wait_for_selector("#gen-out[data-state=stopped]")
+    assert int(page.get_attribute("#gen-out", "data-pieces")) < 1000 and page.is_enabled("#generate-btn")
     # score: the coloured tokens' bits add up to evaluate's total; the figures shown are evaluate's
     ev = _evaluate(runs["a"], text_file, capsys)
     page.fill("#score-text", open(text_file, encoding="utf-8").read())
@@ -342,3 +349,16 @@ def test_page_generates_scores_and_inspects(browser, server, runs, text_file, ca
     page.wait_for_function("document.getElementById('error').textContent.includes('UTF-8')")
     assert not errors, errors
     page.close()
+
+
+def test_requests_are_bounded_in_time(runs):
+    pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
+    from fastapi.testclient import TestClient
+    from qrnn_lm.serve import Limits, create_app
+    lm = LanguageModel.from_checkpoint(runs["a"])
+    slow = TestClient(create_app([("a", lm)], Limits(max_chars=400, timeout=1e-9)))
+    r = slow.post("/api/score", json={"text": "猫が本を読む。"})
+    assert r.status_code == 400 and "time limit" in _one_sentence(r.json())
+    with slow.stream("POST", "/api/generate", json={"max_tokens": 500, "seed": 0}) as r:
+        events = _events(r.read().decode("utf-8"))
+    assert events[-1] == ("done", {"pieces": 1, "stopped": "time limit"})
