@@ -5,6 +5,7 @@ Commands:
   train     train a language model (the same as ``python train.py``)
   evaluate  perplexity and bits per character of a checkpoint on a text file
   generate  sample text from a checkpoint
+  serve     a local web page to generate, score and inspect text (docs/SERVE.md)
 """
 import importlib
 import sys
@@ -16,6 +17,7 @@ COMMANDS = {
     "train": ("qrnn_lm.train", "main"),
     "evaluate": ("qrnn_lm.cli", "evaluate_main"),
     "generate": ("qrnn_lm.cli", "generate_main"),
+    "serve": ("qrnn_lm.serve", "main"),
 }
 
 
