@@ -9,7 +9,9 @@
 #    from pip's configured sources if they have it, else from PyTorch's CPU
 #    index (TORCH_INDEX); TORCH_SPEC=torch takes pip's default build instead
 #    (on Linux the CUDA one);
-# 3. installs the dependencies and pytest;
+# 3. installs the dependencies, pytest and the serve extra (fastapi, uvicorn;
+#    httpx and playwright for its tests -- the browser test uses Debian's
+#    chromium when installed, and is skipped with a reason otherwise);
 # 4. builds the package as the README says: pip install --no-build-isolation -e .
 # 5. runs python -m pytest -q tests; "no test collected" (pytest's exit 5) is a
 #    failure, not a pass.
@@ -33,7 +35,7 @@ fi
 
 echo "== tests/run.sh: dependencies and pytest"
 pip install -q numpy sentencepiece fugashi unidic-lite faiss-cpu ninja tqdm mwparserfromhell gensim \
-  matplotlib pytest setuptools wheel
+  matplotlib pytest setuptools wheel fastapi uvicorn httpx playwright
 
 echo "== tests/run.sh: build (pip install --no-build-isolation -e .)"
 pip install -q --no-build-isolation -e .
