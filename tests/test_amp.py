@@ -102,6 +102,31 @@ def test_packed_input_and_log_probs_under_cpu_bf16_autocast(rnn, softmax):
     torch.testing.assert_close(logp, ref, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.skipif("cpu" not in ops.compiled_devices(), reason="no compiled CPU kernel")
+@pytest.mark.parametrize("zoneout", [0.0, 0.1])
+def test_qrnn_runs_the_compiled_kernels_in_bf16_under_cpu_autocast(zoneout):
+    """No QRNN piece falls back to the reference loop or to float32 under CPU autocast."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "qrnn_lm":
+                calls.append((func.__name__.split(".")[0], args[0].dtype))
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model("qrnn", "adaptive", zoneout=zoneout)
+    x = torch.randint(0, 40, (5, 2))
+    with Record():
+        with bf16_autocast():
+            nll, _ = model(x, targets=x)
+        nll.mean().backward()
+    op = "fo_pool_fused" if zoneout == 0.0 else "fo_pool"
+    assert sorted(set(calls)) == [(op, torch.bfloat16), (op + "_backward", torch.bfloat16)]
+    assert len(calls) == 4  # forward and backward of both layers
+
+
 # ---------------------------------------------------------------------------
 # fo-pooling with bf16 inputs under CPU autocast against the float64 reference
 # ---------------------------------------------------------------------------
