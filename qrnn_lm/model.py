@@ -122,11 +122,12 @@ def _autocast_dtype(device_type: str):
     return torch.get_autocast_dtype(device_type)
 
 
-def _output_precision(device_type: str):
-    """Context for the output layer: CPU autocast off (float32); CUDA as it is."""
-    if device_type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return torch.autocast("cpu", enabled=False)
-    return contextlib.nullcontext()
+def _output_input(features: torch.Tensor):
+    """-> (context, features) for the output layer: under CPU autocast, autocast
+    off and the features in float32; otherwise (CUDA too) as they are."""
+    if features.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False), features.float()
+    return contextlib.nullcontext(), features
 
 
 def _float_state(state):
@@ -254,16 +255,18 @@ class RNNLanguageModel(nn.Module):
         features (N, D), targets (N,) int64 -> (N,) float32.  Under CPU
         autocast this runs in float32 with autocast off (module docstring).
         """
-        with _output_precision(features.device.type):
+        context, features = _output_input(features)
+        with context:
             if self.config.softmax == "full":
-                logits = self.decoder(features.float()).float()
+                logits = self.decoder(features).float()
                 return F.cross_entropy(logits, targets, reduction="none")
             # AdaptiveLogSoftmaxWithLoss's first output is log P(target) per row.
             return -self.decoder(features.float(), targets).output
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """log P(every output | history): features (N, D) -> (N, vocab_size) float32."""
-        with _output_precision(features.device.type):
+        context, features = _output_input(features)
+        with context:
             if self.config.softmax == "full":
-                return F.log_softmax(self.decoder(features.float()).float(), dim=-1)
+                return F.log_softmax(self.decoder(features).float(), dim=-1)
             return self.decoder.log_prob(features.float())
