@@ -19,9 +19,20 @@ Two output layers:
 Inputs are either a Tensor of ids (T, B) -- the token-stream batching -- or a
 PackedSequence of ids -- the sentence batching; the features come out in the
 same layout.  ``state`` is the per-layer list of encoder states.
+
+Mixed precision: under ``torch.autocast`` (CPU or CUDA) the embedding output
+and the RNN layers run in the autocast dtype (bf16/fp16; the fo-pool kernels
+accumulate in float32) and the returned state is float32.  On the CPU the
+output layer (full or adaptive softmax) and the loss run in float32 with
+autocast switched off: CPU autocast would run the adaptive softmax's
+log_softmax in bf16, which it cannot mix with its float32 output buffer, and
+the output layer and loss are the numerically delicate part of the step.  On
+CUDA the output matmul keeps the autocast dtype (autocast runs log_softmax
+and the loss in float32 there).  Weights stay float32 throughout.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -104,6 +115,27 @@ def _row_to_sequence(batch_sizes: torch.Tensor) -> torch.Tensor:
     return torch.arange(int(batch_sizes.sum())) - torch.repeat_interleave(starts, batch_sizes)
 
 
+def _autocast_dtype(device_type: str):
+    """The dtype autocast computes in on this device type, or None when it is off."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _output_input(features: torch.Tensor):
+    """-> (context, features) for the output layer: under CPU autocast, autocast
+    off and the features in float32; otherwise (CUDA too) as they are."""
+    if features.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False), features.float()
+    return contextlib.nullcontext(), features
+
+
+def _float_state(state):
+    """bf16/fp16 tensors of an encoder state -> float32 (other dtypes unchanged)."""
+    low = (torch.bfloat16, torch.float16)
+    return rnn_lib._map_state(state, lambda t: t.float() if t.dtype in low else t)
+
+
 class LockedDropout(nn.Module):
     """Variational dropout: one mask per sequence and feature, shared by all
     timesteps.  Works on (T, B, H) tensors and on PackedSequence data rows."""
@@ -169,7 +201,10 @@ class RNNLanguageModel(nn.Module):
             # ids (the same as masking embedding rows, without a V x E copy).
             keep = self.encoder.weight.new_empty(self.config.vocab_size).bernoulli_(1 - p) / (1 - p)
             emb = emb * keep[ids].unsqueeze(-1)
-        return emb
+        dtype = _autocast_dtype(emb.device.type)
+        # under autocast the layers compute in its dtype anyway; casting here
+        # halves the traffic of the dropout and the QRNN windows
+        return emb if dtype is None else emb.to(dtype)
 
     def forward(self, input, state=None, targets=None):
         """Run the stack.  Without ``targets`` return ``(features, state)``;
@@ -191,7 +226,7 @@ class RNNLanguageModel(nn.Module):
             inp = PackedSequence(x, input.batch_sizes, input.sorted_indices, input.unsorted_indices) if packed else x
             out, s = layer(inp, state[i])
             x = out.data if packed else out
-            new_state.append(s)
+            new_state.append(s if _autocast_dtype(x.device.type) is None else _float_state(s))
             p = self.config.dropouth if i < len(self.rnns) - 1 else self.config.dropout
             x = self.lockdrop(x, p, rows)
         if targets is not None:
@@ -217,16 +252,21 @@ class RNNLanguageModel(nn.Module):
     def nll(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood (natural log) of each target.
 
-        features (N, D), targets (N,) int64 -> (N,) float32.
+        features (N, D), targets (N,) int64 -> (N,) float32.  Under CPU
+        autocast this runs in float32 with autocast off (module docstring).
         """
-        if self.config.softmax == "full":
-            logits = self.decoder(features).float()
-            return F.cross_entropy(logits, targets, reduction="none")
-        # AdaptiveLogSoftmaxWithLoss's first output is log P(target) per row.
-        return -self.decoder(features.float(), targets).output
+        context, features = _output_input(features)
+        with context:
+            if self.config.softmax == "full":
+                logits = self.decoder(features).float()
+                return F.cross_entropy(logits, targets, reduction="none")
+            # AdaptiveLogSoftmaxWithLoss's first output is log P(target) per row.
+            return -self.decoder(features.float(), targets).output
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
-        """log P(every output | history): features (N, D) -> (N, vocab_size)."""
-        if self.config.softmax == "full":
-            return F.log_softmax(self.decoder(features).float(), dim=-1)
-        return self.decoder.log_prob(features.float())
+        """log P(every output | history): features (N, D) -> (N, vocab_size) float32."""
+        context, features = _output_input(features)
+        with context:
+            if self.config.softmax == "full":
+                return F.log_softmax(self.decoder(features).float(), dim=-1)
+            return self.decoder.log_prob(features.float())
