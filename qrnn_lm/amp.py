@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import platform
 import statistics
 import time
@@ -34,6 +35,7 @@ from .errors import QrnnLmError
 AMP_CHOICES = ("off", "bf16", "fp16")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_SPEEDUP = 1.1   # bf16 must make a step at least this much faster to be the CPU default
+PROBE_ENV = "QRNN_LM_AMP_PROBE"   # =0: never time bf16 (a CPU run left without --amp trains in float32)
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
@@ -172,6 +174,21 @@ def measure_bf16_speedup(model: Union[torch.nn.Module, Callable[[], torch.nn.Mod
             if r >= 1 and time.perf_counter() - start > max_seconds:
                 break
     return statistics.median(times[fp32]) / statistics.median(times[bf16])
+
+
+def probe_allowed() -> bool:
+    """False when the environment variable ``QRNN_LM_AMP_PROBE`` is 0 (or off, no, false)."""
+    return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def probe_batch(ids, batch_size: int, bptt: int) -> tuple:
+    """``(input, targets)`` ids (T, B) from the start of a token sequence
+    (e.g. the training split's ids), at most ``bptt`` x ``batch_size``: the
+    shape of a training batch, to time a step on."""
+    b = max(1, min(batch_size, len(ids) - 1))
+    t = max(1, min(bptt, (len(ids) - 1) // b))
+    data = torch.as_tensor(ids[: b * t + 1].astype("int64"))
+    return data[:-1].view(b, t).t().contiguous(), data[1:].view(b, t).t().contiguous()
 
 
 # --------------------------------------------------------------------------
