@@ -6,6 +6,8 @@
   computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo's flags;
 * :func:`measure_bf16_speedup` times a few interleaved float32 and bf16
   training steps of the actual model (no side effects on it);
+  :func:`probe_batch` cuts a batch of a run's shape from its token ids, and
+  ``QRNN_LM_AMP_PROBE=0`` (:func:`probe_allowed`) switches measuring off;
 * :func:`choose_amp` is the defaults rule: on the CPU, bf16 only when the CPU
   has native bf16 *and* a bf16 step measured at least
   :data:`MIN_SPEEDUP` times faster; on CUDA off, as before.  It returns the
