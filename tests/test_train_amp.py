@@ -142,3 +142,14 @@ def test_resume_keeps_the_recorded_choice_without_measuring(char_data, tmp_path,
     assert train_mod.main(["--save", run, "--resume", "--max-steps", "5", "--amp", other]) == 0
     assert f"--amp {recorded} -> {other}" in capsys.readouterr().out
     assert load_checkpoint(os.path.join(run, "last.pt"))["args"]["amp"] == other and len(fake_cpu["calls"]) == 1
+
+
+def test_the_measurement_counts_in_the_time_budget(char_data, tmp_path, capsys, fake_cpu, monkeypatch):
+    """A measurement that takes 1000 s (a faked clock) is part of the run's elapsed time."""
+    import types
+    from qrnn_lm import recipe
+    ticks = iter([0.0, 1000.0])
+    monkeypatch.setattr(recipe, "time", types.SimpleNamespace(monotonic=lambda: next(ticks)))
+    fake_cpu.update(feature="AMX", ratio=1.5)
+    _, ck = default_run(char_data, str(tmp_path / "run"), capsys)
+    assert ck["elapsed"] >= 1000.0 and ck["train_seconds"] < 1000.0
