@@ -6,6 +6,8 @@
   computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo's flags;
 * :func:`measure_bf16_speedup` times a few interleaved float32 and bf16
   training steps of the actual model (no side effects on it);
+  :func:`probe_batch` cuts a batch of a run's shape from its token ids, and
+  ``QRNN_LM_AMP_PROBE=0`` (:func:`probe_allowed`) switches measuring off;
 * :func:`choose_amp` is the defaults rule: on the CPU, bf16 only when the CPU
   has native bf16 *and* a bf16 step measured at least
   :data:`MIN_SPEEDUP` times faster; on CUDA off, as before.  It returns the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import platform
 import statistics
 import time
@@ -34,6 +37,7 @@ from .errors import QrnnLmError
 AMP_CHOICES = ("off", "bf16", "fp16")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_SPEEDUP = 1.1   # bf16 must make a step at least this much faster to be the CPU default
+PROBE_ENV = "QRNN_LM_AMP_PROBE"   # =0: never time bf16 (a CPU run left without --amp trains in float32)
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
@@ -172,6 +176,21 @@ def measure_bf16_speedup(model: Union[torch.nn.Module, Callable[[], torch.nn.Mod
             if r >= 1 and time.perf_counter() - start > max_seconds:
                 break
     return statistics.median(times[fp32]) / statistics.median(times[bf16])
+
+
+def probe_allowed() -> bool:
+    """False when the environment variable ``QRNN_LM_AMP_PROBE`` is 0 (or off, no, false)."""
+    return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def probe_batch(ids, batch_size: int, bptt: int) -> tuple:
+    """``(input, targets)`` ids (T, B) from the start of a token sequence
+    (e.g. the training split's ids), at most ``bptt`` x ``batch_size``: the
+    shape of a training batch, to time a step on."""
+    b = max(1, min(batch_size, len(ids) - 1))
+    t = max(1, min(bptt, (len(ids) - 1) // b))
+    data = torch.as_tensor(ids[: b * t + 1].astype("int64"))
+    return data[:-1].view(b, t).t().contiguous(), data[1:].view(b, t).t().contiguous()
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 ``RANK`` / ``WORLD_SIZE`` environment variables; only rank 0 logs and saves.
 
 ``world_from_env`` says which process this is, ``setup_device`` picks its
-device (and joins the process group), ``wrap`` puts the model under
+device (and joins the process group), ``decided_on_master`` makes a choice
+once (rank 0: the --amp default's measurement) for every rank, ``wrap`` puts the model under
 DistributedDataParallel, ``agree`` and ``gather`` are the two collective
 calls the loop makes (every rank stops at the same step; rank 0 saves every
 rank's RNG and state).  ``peers`` turns a peer that died mid-collective
@@ -17,6 +18,7 @@ import typing
 import torch
 import torch.distributed as dist
 
+from .amp import autocast_for
 from .errors import QrnnLmError
 from .rundir import LAST
 
@@ -39,16 +41,16 @@ def world_from_env() -> World:
 
 
 def setup_device(name: str, amp: str, world: World) -> torch.device:
-    """--device (auto: CUDA when there is a GPU) and --amp checked; under DDP
-    the process group is joined (NCCL on GPUs, gloo on CPUs)."""
+    """--device (auto: CUDA when there is a GPU) and --amp checked (bf16 runs
+    on both, fp16 on CUDA only); under DDP the process group is joined (NCCL
+    on GPUs, gloo on CPUs)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise QrnnLmError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
     use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", world.local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if amp != "off" and not use_cuda:
-        raise QrnnLmError(f"--amp {amp} needs a CUDA device; use --amp off on CPU.")
+    autocast_for(device.type, amp)   # refuses --amp fp16 on the CPU in one sentence
     if world.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return device
@@ -98,6 +100,16 @@ def peers(world: World, run_dir: str):
                           "peers), so training stopped; " + (f"continue from its last checkpoint with --save "
                           f"{run_dir} --resume." if saved else "no checkpoint had been saved yet; start it again."))\
             from None
+
+
+def decided_on_master(world: World, decide):
+    """``decide()`` called on rank 0 only, its answer (any picklable value)
+    sent to every rank, so that all of them train with the same choice."""
+    if not world.distributed:
+        return decide()
+    answer = [decide() if world.is_master else None]
+    dist.broadcast_object_list(answer, src=0)
+    return answer[0]
 
 
 def gather(world: World, obj) -> list:

@@ -10,6 +10,8 @@ its learning rate and validations follow its budget.
   ``eval_batches_for``;
 - the resume policy: ``FIXED_ON_RESUME``, ``CHANGEABLE_ON_RESUME``,
   ``STATIC_DEFAULTS``, ``merge_resumed_args`` and ``fill_defaults``;
+  ``resolve_amp`` (--amp: given, the resumed run's, or the rule's choice)
+  and ``decide_amp`` (the rule, measuring bf16 on a new run's model);
 - ``resolve_settings``: the flags resolved once into a read-only
   ``Settings`` (given, else the resumed run's, else a static default, else
   chosen by the rule), printing the "changed on resume" and "chosen for
@@ -21,11 +23,14 @@ its learning rate and validations follow its budget.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
+from . import amp, distributed
+from .amp import choose_amp
 from .errors import QrnnLmError
-from .model import ModelConfig
+from .model import ModelConfig, RNNLanguageModel
 from .model_size import FLAG_OF, check_flag_sizes, check_model_size
 from .run_data import (PREPARE_FLAGS, PrepareFailed, eval_batches_for, load_data,  # noqa: F401 (the recipe's data)
                        prepare_on_the_fly, prepare_settings, resolve_vectors_path)
@@ -144,10 +149,11 @@ CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "max_minutes", "lr", "schedule", 
 # Flags of one session only: never taken from the checkpoint (--take-over: take the run
 # directory's lock even when it looks alive, e.g. left on a preempted machine).
 SESSION_ONLY = ("resume", "save", "take_over")
-# Everything that is not a model/optimizer setting: never "chosen".
+# Everything that is not a model/optimizer setting: never "chosen" (--amp left out is chosen by
+# resolve_amp: off on CUDA; bf16 on a CPU with native bf16 where it measured faster).
 STATIC_DEFAULTS = {"rnn": "qrnn", "window": 2, "zoneout": 0.0, "tied": False, "batching": "stream",
                    "fixed_bptt": False, "optimizer": "adamw", "schedule": "cosine", "min_lr_ratio": 0.1,
-                   "lr_decay": 0.25, "clip": 0.25, "seed": 1111, "device": "auto", "amp": "off",
+                   "lr_decay": 0.25, "clip": 0.25, "seed": 1111, "device": "auto",
                    "log_interval": 200, "eval_batch_size": 32, "max_steps": 0, "max_minutes": 0.0,
                    "no_progress": False}
 
@@ -233,12 +239,49 @@ def fill_defaults(flags: dict, *, train_tokens: int, vocab_size: int, device: st
     return flags, chosen
 
 
+def resolve_amp(flags: dict, given: set, ckpt: dict | None, device: str, decide=None) -> tuple:
+    """--amp of this session and a sentence saying why: given (checked, fp16
+    on the CPU refused), else on --resume the run's recorded value (never
+    measured again, so a resumed run stays exact), else ``decide(flags)`` --
+    the defaults rule, ``amp.choose_amp`` (train.py's also measures bf16 on
+    the actual model and batch).  Returns (amp, reason, chosen by the rule)."""
+    if "amp" in given and flags.get("amp") is not None:
+        return (*choose_amp(device, requested=flags["amp"]), False)
+    if ckpt is not None:
+        amp = flags.get("amp") or "off"
+        was = (ckpt.get("chosen") or {}).get("amp_reason")
+        return amp, f"{amp}: kept from the run" + (f" ({was})" if was else ""), False
+    amp, reason = decide(flags) if decide is not None else choose_amp(device, native=False)
+    return amp, reason, True
+
+
+def decide_amp(flags: dict, world, device: torch.device, splits, vocab_size: int, probe: dict) -> tuple:
+    """--amp of a new run that left it out (``amp.choose_amp``): on a CPU with
+    native bf16, rank 0 times bf16 against float32 on this run's model and a
+    batch of its shape, for a few seconds (``probe["seconds"]``); every rank
+    gets rank 0's choice.  Returns (amp, reason)."""
+    def measure():
+        if not amp.probe_allowed():
+            return None
+        t0 = time.monotonic()
+        batch = amp.probe_batch(splits["train"].ids, flags["batch_size"], flags["bptt"])
+        ratio = amp.measure_bf16_speedup(lambda: RNNLanguageModel(model_config(Settings(flags, {}), vocab_size)),
+                                         batch, steps=6, max_seconds=3.0)
+        probe["seconds"] = time.monotonic() - t0
+        return ratio
+
+    choice, reason, probe["seconds"] = distributed.decided_on_master(
+        world, lambda: (*amp.choose_amp(device.type, measure), probe["seconds"]))
+    return choice, reason
+
+
 def resolve_settings(args, given: set, ckpt: dict | None, *, save: str, train_tokens: int, vocab_size: int,
-                     device: str, log) -> Settings:
+                     device: str, log, decide_amp=None) -> Settings:
     """The run's settings, resolved once: the flags given, else (on --resume)
     the run's, else the static defaults, else the defaults rule for this
-    corpus, device and budget.  Prints what changed on resume and what was
-    chosen, one line each."""
+    corpus, device and budget (``decide_amp(flags) -> (amp, reason)``: the
+    rule for --amp, see ``resolve_amp``).  Prints what changed on resume and
+    what was chosen, one line each."""
     flags, changed = dict(vars(args)), []
     if ckpt is not None:
         flags, changed = merge_resumed_args(flags, ckpt, given)
@@ -246,7 +289,12 @@ def resolve_settings(args, given: set, ckpt: dict | None, *, save: str, train_to
     if changed:
         log("changed on resume: " + ", ".join(changed))
     flags, chosen = fill_defaults(flags, train_tokens=train_tokens, vocab_size=vocab_size, device=device)
-    shown = dict(chosen)
+    flags["amp"], flags["amp_reason"], by_rule = resolve_amp(flags, given, ckpt, device, decide_amp)
+    if by_rule:
+        chosen.update(amp=flags["amp"], amp_reason=flags["amp_reason"])
+    shown = {k: v for k, v in chosen.items() if k != "amp_reason"}
+    if by_rule:
+        shown["amp"] = f"{flags['amp']} ({flags['amp_reason'].partition(': ')[2]})"
     if flags["eval_interval"] is None:
         shown["validation"] = "by time"
     if shown:
