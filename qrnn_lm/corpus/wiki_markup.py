@@ -89,6 +89,23 @@ _RE_DEBRIS = (
 )
 
 
+_MWPARSER = None
+
+
+def _mwparser():
+    """The mwparserfromhell module, imported once (not once per node)."""
+    global _MWPARSER
+    if _MWPARSER is None:
+        try:
+            import mwparserfromhell
+            import mwparserfromhell.nodes  # noqa: F401
+        except ImportError:
+            raise QrnnLmError("reading Wikipedia dumps needs mwparserfromhell: "
+                              "pip install mwparserfromhell") from None
+        _MWPARSER = mwparserfromhell
+    return _MWPARSER
+
+
 def _tname(template) -> str:
     name = str(template.name)
     if "<!--" in name:
@@ -107,14 +124,9 @@ class _WikiRenderer:
         self.drop_ns = _WIKI_DROP_NS | {n.lower() for n in drop_namespaces}
 
     def lines(self, text: str) -> list[str]:
-        try:
-            import mwparserfromhell
-        except ImportError:
-            raise QrnnLmError("reading Wikipedia dumps needs mwparserfromhell: "
-                              "pip install mwparserfromhell") from None
         out: list[str] = []
         # style tags ('' and ''') are cheaper to strip afterwards than to parse
-        self._render(mwparserfromhell.parse(text, skip_style_tags=True), out)
+        self._render(_mwparser().parse(text, skip_style_tags=True), out)
         lines = []
         for line in "".join(out).split("\n"):
             line = line.strip()
@@ -136,7 +148,7 @@ class _WikiRenderer:
         return "".join(out).strip()
 
     def _render(self, code, out: list) -> None:
-        from mwparserfromhell import nodes as N
+        N = _mwparser().nodes
         for node in code.nodes:
             if isinstance(node, N.Text):
                 out.append(node.value)
