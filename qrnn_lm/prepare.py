@@ -552,20 +552,25 @@ def _vector_source(vectors: str, type_stream, types: list, *, window: int,
     return timed("file", lambda words: vec_file_vectors(vectors, words))
 
 
-def _sentences(type_stream, types: list) -> list:
-    """The training text as lists of surface words, one a line."""
-    surface = [None] + [t[0] for t in types[1:]]
-    out, cur = [], []
-    for s in range(0, len(type_stream), _COPY_CHUNK):
-        for g in np.asarray(type_stream[s:s + _COPY_CHUNK]).tolist():
-            if g == 0:
-                out.append(cur)
-                cur = []
-            else:
-                cur.append(surface[g])
-    if cur:
-        out.append(cur)
-    return out
+class _sentences:
+    """The training text as lists of surface words, one a line, read from the
+    type stream each time it is iterated (gensim iterates it once per epoch;
+    a list would hold the whole corpus in memory)."""
+
+    def __init__(self, type_stream, types: list):
+        self.type_stream, self.surface = type_stream, [None] + [t[0] for t in types[1:]]
+
+    def __iter__(self):
+        surface, stream, cur = self.surface, self.type_stream, []
+        for s in range(0, len(stream), _COPY_CHUNK):
+            for g in np.asarray(stream[s:s + _COPY_CHUNK]).tolist():
+                if g == 0:
+                    yield cur
+                    cur = []
+                else:
+                    cur.append(surface[g])
+        if cur:
+            yield cur
 
 
 class _Mapped:
