@@ -218,7 +218,7 @@ def extract(path: str, out_dir: str, *, sample: int, index: str | None, workers:
     """Extract the dump into ``out_dir/{split}.txt``; returns (paths, the
     writer, counts: articles, chars, unparsable, streams)."""
     counts = dict(articles=0, chars=0, unparsable=0, streams=0)
-    reader, meter_end = None, [0]
+    reader, results, meter_end = None, None, [0]
     if index is not None:
         streams = iter_streams(index, os.path.getsize(path))
         first = next(streams)
@@ -240,7 +240,8 @@ def extract(path: str, out_dir: str, *, sample: int, index: str | None, workers:
                       tokens.tokenizer.to_dict() if tokens else None,
                       tokens.normalizer.to_dict() if tokens else None)
         tasks = itertools.chain([first_task] if first_task else [], tasks)
-        for done in run_tasks(tasks, job, workers, tokens.tokenizer if tokens else None):
+        results = run_tasks(tasks, job, workers, tokens.tokenizer if tokens else None)
+        for done in results:
             for split, lines in done.articles:
                 w.write(split, lines)
                 counts["chars"] += sum(len(x) + 1 for x in lines)
@@ -252,6 +253,8 @@ def extract(path: str, out_dir: str, *, sample: int, index: str | None, workers:
             meter.update(len(done.articles),
                          done.xml_bytes if reader is None else reader.xml_bytes - meter.xml_bytes)
     finally:
+        if results is not None:
+            results.close()   # stops the workers now if this loop failed
         paths = w.close()
         if reader is not None:
             reader.close()
