@@ -291,11 +291,42 @@ def projection(rows: dict, xml_mb: float) -> dict:
     return out
 
 
+def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
+    """Write the results so far to ``args.out``."""
+    xml_mb = counts["xml_bytes"] / 1e6
+    for by in rows.values():
+        if "1" in by and "2" in by:
+            by["speedup_2_vs_1"] = by["1"]["seconds"] / by["2"]["seconds"]
+            by["scaling_efficiency"] = by["speedup_2_vs_1"] / 2
+    result = {"python": platform.python_version(), "cores": os.cpu_count(),
+              "load_average_at_start": load, "date": time.strftime("%Y-%m-%d %H:%M"),
+              "size_mb_asked": args.size_mb,
+              "note": ("below the 1 GB the target names" if args.size_mb < 1000 else ""),
+              "memory_note": "peak_tree_rss_mb sums the RSS of the processes, so pages the "
+                             "forked workers share with the parent (the MeCab dictionary) count "
+                             "once per process; max_process_rss_mb is the largest process",
+              "dump": counts, "settings": "prepare defaults: --tokenizer mecab --vocab-size "
+              "50000 --rare pos+script --heldout 0.01",
+              "identical_outputs": len(set(digests.values())) == 1,
+              "digests": {f"{f} --workers {w}": d for (f, w), d in digests.items()},
+              "runs": rows}
+    if "multistream" in rows and {"1", "2"} <= set(rows["multistream"]):
+        result["projection"] = projection(rows, xml_mb)
+        print("projection for the full jawiki: " + ", ".join(
+            f"{k} cores {result['projection'][f'hours_{k}_cores']:.2f} h" for k in (8, 16)))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print(f"identical outputs so far: {result['identical_outputs']}; wrote {args.out}",
+          flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=float, default=1024, help="MB of XML (default 1024)")
     ap.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
-    ap.add_argument("--forms", default="bz2,multistream",
+    ap.add_argument("--forms", default="multistream,bz2",
                     help="dump forms to run: bz2 (plain), multistream (with its index)")
     ap.add_argument("--keep", help="keep the generated dumps in this directory (and reuse them)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -319,7 +350,7 @@ def main(argv=None) -> int:
     print(f"dump: {xml_mb:.0f} MB of XML, {counts['pages']} pages ({counts['articles']} "
           f"articles), {counts['streams']} streams", flush=True)
     files = {"bz2": prefix + ".xml.bz2", "multistream": prefix + "-multistream.xml.bz2"}
-    rows, digests = {}, {}
+    rows, digests, load = {}, {}, os.getloadavg()
     try:
         for form in args.forms.split(","):
             for w in args.workers.split(","):
@@ -336,30 +367,9 @@ def main(argv=None) -> int:
                       f"{row['peak_tree_rss_mb']:.0f} MB (tree); stages " + ", ".join(
                           f"{k} {100 * v:.0f}%" for k, v in row["stage_share"].items()),
                       flush=True)
+                save(args, counts, rows, digests, load)   # after every run: partial results
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for form, by in rows.items():
-        if "1" in by and "2" in by:
-            by["speedup_2_vs_1"] = by["1"]["seconds"] / by["2"]["seconds"]
-            by["scaling_efficiency"] = by["speedup_2_vs_1"] / 2
-    result = {"python": platform.python_version(), "cores": os.cpu_count(),
-              "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "size_mb_asked": args.size_mb,
-              "note": ("below the 1 GB the target names" if args.size_mb < 1000 else ""),
-              "dump": counts, "settings": "prepare defaults: --tokenizer mecab --vocab-size "
-              "50000 --rare pos+script --heldout 0.01",
-              "identical_outputs": len(set(digests.values())) == 1,
-              "digests": {f"{f} --workers {w}": d for (f, w), d in digests.items()},
-              "runs": rows}
-    if "multistream" in rows and {"1", "2"} <= set(rows["multistream"]):
-        result["projection"] = projection(rows, xml_mb)
-        print("projection for the full jawiki: " + ", ".join(
-            f"{k} cores {result['projection'][f'hours_{k}_cores']:.2f} h" for k in (8, 16)))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print(f"identical outputs: {result['identical_outputs']}; wrote {args.out}")
     return 0
 
 
