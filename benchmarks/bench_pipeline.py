@@ -8,7 +8,7 @@ lang templates (bench_wiki.py's article generator) -- plus redirects and
 pages of other namespaces in about jawiki's proportions; written both as a
 plain .xml.bz2 and as Wikimedia's multistream .xml.bz2 with its index
 (a header stream, streams of 100 pages, a footer).  Then runs
-``python -m qrnn_lm prepare`` (MeCab, default settings) on each form with
+``python -m qrnn_lm prepare`` (MeCab, ``--vocab-size 10000``) on each form with
 ``--workers 1`` and ``--workers 2`` and records: MB of XML per second and
 per CPU-second (the whole process tree), the scaling efficiency, the peak
 memory (the largest process, ``ru_maxrss`` of the tree, and the sum of the
@@ -16,7 +16,7 @@ tree's RSS sampled every 0.5 s), each stage's share of the wall time (from
 the times prepare's log lines appear), whether the outputs are
 byte-identical, and a projection for the full jawiki on 8 and 16 cores.
 
-    python benchmarks/bench_pipeline.py --size-mb 20              # a few minutes
+    python benchmarks/bench_pipeline.py --size-mb 20              # ~8 minutes on 2 busy cores
     python benchmarks/bench_pipeline.py --size-mb 200 --keep /tmp/dumps
 
 Writes benchmarks/results/bench_pipeline.json (or --out).
@@ -305,8 +305,8 @@ def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
               "memory_note": "peak_tree_rss_mb sums the RSS of the processes, so pages the "
                              "forked workers share with the parent (the MeCab dictionary) count "
                              "once per process; max_process_rss_mb is the largest process",
-              "dump": counts, "settings": "prepare defaults: --tokenizer mecab --vocab-size "
-              "50000 --rare pos+script --heldout 0.01",
+              "dump": counts, "settings": "prepare defaults (--tokenizer mecab --rare "
+              "pos+script --heldout 0.01) and " + args.prepare_args,
               "identical_outputs": len(set(digests.values())) == 1,
               "digests": {f"{f} --workers {w}": d for (f, w), d in digests.items()},
               "runs": rows}
@@ -328,6 +328,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
     ap.add_argument("--forms", default="multistream,bz2",
                     help="dump forms to run: bz2 (plain), multistream (with its index)")
+    ap.add_argument("--prepare-args", default="--vocab-size 10000",
+                    help="more prepare flags (default --vocab-size 10000: the dump's prose, "
+                         "10 MB reused, has only ~25k types, so a smaller vocabulary leaves "
+                         "rare words for the buckets)")
     ap.add_argument("--keep", help="keep the generated dumps in this directory (and reuse them)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                   "bench_pipeline.json"))
@@ -355,7 +359,7 @@ def main(argv=None) -> int:
         for form in args.forms.split(","):
             for w in args.workers.split(","):
                 out = os.path.join(work, f"out-{form}-{w}")
-                row = run_prepare(files[form], out, int(w), [])
+                row = run_prepare(files[form], out, int(w), args.prepare_args.split())
                 row.update(xml_mb_per_s=xml_mb / row["seconds"],
                            xml_mb_per_cpu_s=xml_mb / row["cpu_seconds"])
                 digests[(form, w)] = digest(out)
