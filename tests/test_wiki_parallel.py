@@ -218,3 +218,13 @@ def test_interrupted_parallel_prepare_leaves_out_and_no_worker(tmp_path):
     assert _group_alive(proc.pid) == []
     assert _files(out) == before
     assert [n for n in os.listdir(tmp_path) if n.startswith(".out.")] == []
+
+
+@pytest.mark.parametrize("tools", [("lbzip2", "pbzip2"), ()])
+def test_truncated_bz2_dump_is_one_sentence(dumps, tmp_path, monkeypatch, tools):
+    monkeypatch.setattr(wiki_read, "BZIP2_TOOLS", tools)
+    data = open(dumps["bz2"], "rb").read()
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(C.QrnnLmError, match="truncated or damaged|is the download complete"):
+        C.extract_wiki_dump(str(cut), str(tmp_path / "o"), workers=2)
