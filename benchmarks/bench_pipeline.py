@@ -291,6 +291,73 @@ def projection(rows: dict, xml_mb: float) -> dict:
     return out
 
 
+def _synthetic_train(n_tokens: int, n_types: int, out: str, seed: int = 0):
+    """prepare's train-split state for a Zipf stream over random kana/kanji types."""
+    import numpy as np
+    from qrnn_lm import prepare as P
+    rng = np.random.default_rng(seed)
+    chars = [chr(c) for c in (*range(0x3042, 0x3093), *range(0x30a2, 0x30f3),
+                              *range(0x4e00, 0x4e00 + 2000))]
+    pos = ["名詞-普通名詞-一般", "名詞-固有名詞-人名-一般", "動詞-一般", "名詞-数詞", "形容詞-一般"]
+    seen, types = set(), [None]
+    idx = rng.integers(0, len(chars), size=(4 * n_types, 4)).tolist()
+    lens = rng.integers(1, 5, size=4 * n_types).tolist()
+    for k in range(4 * n_types):
+        w = "".join(chars[c] for c in idx[k][:lens[k]])
+        if w not in seen:
+            seen.add(w)
+            types.append((w, pos[len(types) % len(pos)]))
+            if len(types) > n_types:
+                break
+    stream = np.minimum(rng.zipf(1.15, size=n_tokens), len(types) - 1).astype(np.int32)
+    stream[rng.random(n_tokens) < 0.04] = 0
+    train = P._TrainTypes(out)
+    train.types = types
+    train.writer.write(stream)
+    train.lines, train.chars = int((stream == 0).sum()), 2 * n_tokens
+    return train.finish()
+
+
+LATER = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, os.path.join({root!r}, "benchmarks"))
+import bench_pipeline as B
+from qrnn_lm import prepare as P
+from qrnn_lm.corpus.textio import TextNormalizer
+from qrnn_lm.prepare_settings import PrepareSettings
+from qrnn_lm.tokenizers import MecabTokenizer
+train = B._synthetic_train({tokens}, {types}, {out!r})
+logs = []
+s = PrepareSettings(rare={rare!r}, buckets={buckets}, vocab_size=50000)
+t = time.perf_counter()
+vocab = P._build_vocabulary(train, MecabTokenizer(), TextNormalizer(), {out!r}, s, logs.append)
+tv = time.perf_counter() - t
+t = time.perf_counter()
+P._write_train(train, vocab, {out!r}, os.path.join({out!r}, "train.txt"))
+print(json.dumps(dict(vocabulary_s=tv, write_train_s=time.perf_counter() - t,
+                      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      log=[m for m in logs if m.startswith(("vectors", "exchange c"))])))
+"""
+
+
+def later_stages(cases: list) -> list:
+    """The vocabulary (with its rare-word clustering) and train-id stages of
+    prepare on synthetic Zipf streams of (tokens, types, --rare, --buckets),
+    each in a fresh process: time and peak memory."""
+    rows = []
+    for tokens, types, rare, buckets in cases:
+        with tempfile.TemporaryDirectory() as out:
+            code = LATER.format(root=ROOT, tokens=tokens, types=types, out=out, rare=rare,
+                                buckets=buckets)
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True)
+        row = dict(tokens=tokens, types=types, rare=rare, buckets=buckets,
+                   **json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+        rows.append(row)
+    return rows
+
+
 def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
     """Write the results so far to ``args.out``."""
     xml_mb = counts["xml_bytes"] / 1e6
@@ -315,11 +382,35 @@ def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
         print("projection for the full jawiki: " + ", ".join(
             f"{k} cores {result['projection'][f'hours_{k}_cores']:.2f} h" for k in (8, 16)))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if os.path.exists(args.out):   # keep the --later-stages entry
+        with open(args.out, encoding="utf-8") as f:
+            later = json.load(f).get("later_stages")
+        if later:
+            result["later_stages"] = later
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"identical outputs so far: {result['identical_outputs']}; wrote {args.out}",
           flush=True)
+
+
+LATER_CASES = [(2_000_000, 100_000, "pos+script", None), (8_000_000, 400_000, "pos+script", None),
+               (2_000_000, 100_000, "pos+kmeans", 256), (8_000_000, 400_000, "pos+kmeans", 256),
+               (2_000_000, 100_000, "exchange", 256), (4_000_000, 200_000, "exchange", 256)]
+
+
+def _save_later(path: str, rows: list) -> int:
+    result = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    result["later_stages"] = {"note": "synthetic Zipf(1.15) streams, --vocab-size 50000, "
+                                      "one process; time and peak RSS of that process",
+                              "load_average_at_start": os.getloadavg(), "rows": rows}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -332,10 +423,16 @@ def main(argv=None) -> int:
                     help="more prepare flags (default --vocab-size 10000: the dump's prose, "
                          "10 MB reused, has only ~25k types, so a smaller vocabulary leaves "
                          "rare words for the buckets)")
+    ap.add_argument("--later-stages", action="store_true",
+                    help="instead: time the vocabulary and id stages on synthetic streams of "
+                         "2-8 M tokens and 0.1-0.4 M types (k-means, exchange, pos+script), "
+                         "into the 'later_stages' entry of --out")
     ap.add_argument("--keep", help="keep the generated dumps in this directory (and reuse them)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                   "bench_pipeline.json"))
     args = ap.parse_args(argv)
+    if args.later_stages:
+        return _save_later(args.out, later_stages(LATER_CASES))
     work = tempfile.mkdtemp(prefix="bench_pipeline-")
     dumps = args.keep or work
     os.makedirs(dumps, exist_ok=True)
