@@ -130,8 +130,7 @@ def prepare(source=None, *where, force: bool = False, train=None, valid=None, te
     inputs = {**source.inputs, "--vectors": s.vectors}
     with out_lock(out, force=force, inputs=inputs, log=s.log), \
             staged_output(out, force=force, inputs=inputs, log=s.log) as tmp:
-        paths = source.extract(os.path.join(tmp, "corpus"), log=s.log)
-        vocab = _prepare_into(paths, tmp, out, s)
+        vocab = _prepare_source(source, tmp, out, s)
     vocab.directory = os.path.abspath(out)
     return vocab
 
@@ -168,29 +167,43 @@ def _source_name(path: str, out: str, final: str) -> str:
 class _TrainTypes:
     """One pass over the training text: its tokens as a stream of type ids
     (``types[i]`` is a (surface, POS) pair; 0 is ``</s>``), their counts, and
-    the raw ``train.ids.npy`` writer, finished once the vocabulary exists."""
+    the raw ``train.ids.npy`` writer, finished once the vocabulary exists.
+    Fed chunk by chunk (``add``), then ``finish()``; :meth:`of_text` reads a file."""
 
-    def __init__(self, tok, path: str, normalizer, out: str, workers: int, progress: bool):
-        index: dict = {}
+    def __init__(self, out: str):
+        self._index: dict = {}
         self.types, self.stats, self.lines, self.chars = [None], {}, 0, 0
         self.writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
-        for chunk in tokenize_stream(tok, read_text(path, normalizer, self.stats), workers,
+
+    @classmethod
+    def of_text(cls, tok, path: str, normalizer, out: str, workers: int, progress: bool):
+        train = cls(out)
+        for chunk in tokenize_stream(tok, read_text(path, normalizer, train.stats), workers,
                                      progress=progress, desc="train", directory=out):
-            remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
-            remap[0] = 0
-            for j, t in enumerate(chunk.types, start=1):
-                g = index.get(t)
-                if g is None:
-                    g = index[t] = len(self.types)
-                    self.types.append(t)
-                remap[j] = g
-            self.writer.write(remap[chunk.ids])
-            self.lines += chunk.lines
-            self.chars += chunk.characters
+            train.add(chunk)
+        return train.finish()
+
+    def add(self, chunk) -> None:
+        index, types = self._index, self.types
+        remap = np.empty(len(chunk.types) + 1, dtype=np.int32)
+        remap[0] = 0
+        for j, t in enumerate(chunk.types, start=1):
+            g = index.get(t)
+            if g is None:
+                g = index[t] = len(types)
+                types.append(t)
+            remap[j] = g
+        self.writer.write(remap[chunk.ids])
+        self.lines += chunk.lines
+        self.chars += chunk.characters
+
+    def finish(self) -> "_TrainTypes":
+        self._index = None
         self.stream = self.writer.close_raw()
         self.counts = np.zeros(len(self.types), dtype=np.int64)
         for s in range(0, len(self.stream), _COPY_CHUNK):
             self.counts += np.bincount(self.stream[s:s + _COPY_CHUNK], minlength=len(self.types))
+        return self
 
 
 def _build_vocabulary(train: _TrainTypes, tok, normalizer, out: str, s: PrepareSettings,
@@ -247,21 +260,52 @@ def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -
     train.stream = None   # the memory map of the raw file, deleted by finish()
 
 
-def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings) -> Vocabulary:
-    """Write the dataset of ``paths`` ({split: text file}, train always) into
-    ``out``, a fresh directory that will become ``final``."""
-    log = s.log or (lambda msg: None)
-    workers = s.workers
+def _usable_workers(workers: int, log) -> int:
     if workers > usable_cpus():
         log(f"--workers {workers} lowered to {usable_cpus()}, the number of usable CPUs")
         workers = usable_cpus()
-    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
+    return workers
+
+
+def _prepare_source(source, out: str, final: str, s: PrepareSettings) -> Vocabulary:
+    """Extract ``source`` into ``out/corpus`` and write its dataset into
+    ``out``.  A source that can (``extract_tokens``: a Wikipedia dump) hands
+    the train split's tokens over while it extracts: one pass, no second
+    reading of the text (the result is the same)."""
+    log = s.log or (lambda msg: None)
+    workers = _usable_workers(s.workers, log)
+    corpus = os.path.join(out, "corpus")
+    if not hasattr(source, "extract_tokens"):
+        return _prepare_into(source.extract(corpus, log=s.log), out, final, s)
+    if s.tokenizer == "sentencepiece":   # its model is trained on the extracted text first
+        paths = source.extract(corpus, log=s.log, workers=workers, progress=s.progress)
+        return _prepare_into(paths, out, final, s)
     t0 = time.time()
-    tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer, s.seed,
-                          workers)
-    if s.tokenizer == "sentencepiece" and s.rare != "unk":
-        log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
-    train = _TrainTypes(tok, paths["train"], normalizer, out, workers, s.progress)
+    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
+    tok = _make_tokenizer(s.tokenizer, "", out, s.vocab_size, normalizer, s.seed, workers)
+    train = _TrainTypes(out)
+    paths = source.extract_tokens(corpus, tok, normalizer, train.add, log=s.log,
+                                  workers=workers, progress=s.progress)
+    return _prepare_into(paths, out, final, s, pretokenized=(tok, train.finish(), t0))
+
+
+def _prepare_into(paths: dict, out: str, final: str, s: PrepareSettings,
+                  pretokenized=None) -> Vocabulary:
+    """Write the dataset of ``paths`` ({split: text file}, train always) into
+    ``out``, a fresh directory that will become ``final``.  ``pretokenized``:
+    (tokenizer, _TrainTypes of the train split, start time), if done already."""
+    log = s.log or (lambda msg: None)
+    workers = _usable_workers(s.workers, lambda msg: None)
+    normalizer = TextNormalizer(nfkc=s.nfkc, max_line_chars=s.max_line_chars)
+    if pretokenized is not None:
+        tok, train, t0 = pretokenized
+    else:
+        t0 = time.time()
+        tok = _make_tokenizer(s.tokenizer, paths["train"], out, s.vocab_size, normalizer,
+                              s.seed, workers)
+        if s.tokenizer == "sentencepiece" and s.rare != "unk":
+            log(f"sentencepiece keeps every piece: --rare {s.rare} ignored")
+        train = _TrainTypes.of_text(tok, paths["train"], normalizer, out, workers, s.progress)
     log(f"train: {train.lines} lines, {len(train.stream)} tokens, {len(train.types) - 1} "
         f"(word, POS) types, tokenized in {time.time() - t0:.1f}s")
     vocab = _build_vocabulary(train, tok, normalizer, out, s, log)
@@ -332,20 +376,25 @@ def _vector_source(vectors: str, type_stream, types: list, *, window: int,
     return timed("file", lambda words: vec_file_vectors(vectors, words))
 
 
-def _sentences(type_stream, types: list) -> list:
-    """The training text as lists of surface words, one a line."""
-    surface = [None] + [t[0] for t in types[1:]]
-    out, cur = [], []
-    for s in range(0, len(type_stream), _COPY_CHUNK):
-        for g in np.asarray(type_stream[s:s + _COPY_CHUNK]).tolist():
-            if g == 0:
-                out.append(cur)
-                cur = []
-            else:
-                cur.append(surface[g])
-    if cur:
-        out.append(cur)
-    return out
+class _sentences:
+    """The training text as lists of surface words, one a line, read from the
+    type stream each time it is iterated (gensim iterates it once per epoch;
+    a list would hold the whole corpus in memory)."""
+
+    def __init__(self, type_stream, types: list):
+        self.type_stream, self.surface = type_stream, [None] + [t[0] for t in types[1:]]
+
+    def __iter__(self):
+        surface, stream, cur = self.surface, self.type_stream, []
+        for s in range(0, len(stream), _COPY_CHUNK):
+            for g in np.asarray(stream[s:s + _COPY_CHUNK]).tolist():
+                if g == 0:
+                    yield cur
+                    cur = []
+                else:
+                    cur.append(surface[g])
+        if cur:
+            yield cur
 
 
 class _Mapped:
@@ -436,7 +485,7 @@ def _main(args: argparse.Namespace) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     source = source_from_flags(train=args.train, valid=args.valid, test=args.test,
                                corpus=args.corpus, wiki_dump=args.wiki_dump, sample=args.sample,
-                               heldout=args.heldout)
+                               heldout=args.heldout, wiki_index=args.wiki_index)
     settings = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, rare=args.rare,
                     buckets=args.buckets, vectors=args.vectors, pos_depth=args.pos_depth,
                     workers=args.workers, seed=args.seed, nfkc=args.nfkc,

@@ -23,7 +23,7 @@ class PrepareSettings:
     buckets: int | None = None       # k-means clusters or exchange classes
     vectors: str | None = None       # word vectors for k-means (None: ppmi)
     pos_depth: int = 2               # UniDic POS levels per bucket
-    workers: int = 1                 # tokenizer processes (at most the usable CPUs)
+    workers: int = 1                 # tokenizer and extraction processes (at most the usable CPUs)
     seed: int = 0
     nfkc: bool = True                # Unicode NFKC normalisation of every line
     max_line_chars: int = 4000       # longer lines are split
@@ -69,8 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", choices=NAMED_CORPORA,
                      help="a named corpus extracted from installed files")
     src.add_argument("--wiki-dump", help="Wikipedia XML dump (.xml or .xml.bz2)")
+    src.add_argument("--wiki-index",
+                     help="with --wiki-dump: its multistream index (offset:page_id:title "
+                          "lines); the dump's streams are then read and decompressed by the "
+                          "--workers in parallel, and --sample reads only the streams it "
+                          "needs (default: X-multistream-index.txt.bz2 beside "
+                          "X-multistream.xml.bz2, if there)")
     src.add_argument("--sample", type=int, default=1,
-                     help="with --wiki-dump: take every n-th article (default 1: all)")
+                     help="with --wiki-dump: take every n-th article (default 1: all; with an "
+                          "index: every n-th main-namespace page of the index, redirects "
+                          "among them skipped)")
     src.add_argument("--heldout", type=float, default=None,
                      help="with --corpus/--wiki-dump: fraction of documents for valid and "
                           "for test each (default 0.05 debian-ja, 0.01 Wikipedia)")
@@ -94,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint or run directory (mean hidden state of the model before "
                         "each occurrence of the word); default ppmi")
     p.add_argument("--pos-depth", type=int, default=2, help="UniDic POS levels per bucket")
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for tokenizing and for --wiki-dump extraction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-nfkc", dest="nfkc", action="store_false",
                    help="skip Unicode NFKC normalisation")

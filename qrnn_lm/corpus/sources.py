@@ -9,6 +9,12 @@ A source is an object with
   paragraph a line, "train" always among them; a source that makes its own
   text writes it into ``out_dir`` (``OUT/corpus/`` of the dataset).
 
+A source may also offer (:class:`WikiDump` does) ``extract(..., workers=N,
+progress=False)`` and ``extract_tokens(out_dir, tokenizer, normalizer,
+consume, *, log, workers, progress)``, which hands the train split's
+:class:`~qrnn_lm.tokenizers.TokenChunk` s to ``consume`` in order while it
+extracts; ``prepare`` then tokenizes the train text in the same pass.
+
 :data:`SOURCES` names them; :func:`source_from_flags` builds the one that
 prepare's corpus flags give.
 """
@@ -46,10 +52,13 @@ def make_source(kind: str, **options) -> Source:
 def source_from_flags(*, train: str | None = None, valid: str | None = None,
                       test: str | None = None, corpus: str | None = None,
                       wiki_dump: str | None = None, sample: int = 1,
-                      heldout: float | None = None) -> Source:
+                      heldout: float | None = None, wiki_index: str | None = None) -> Source:
     """The source of ``prepare``'s flags: exactly one of ``--train`` (with
     ``--valid``, optionally ``--test``), ``--corpus NAME`` or ``--wiki-dump``
-    (those two make their own splits, ``--heldout`` of the documents)."""
+    (those two make their own splits, ``--heldout`` of the documents;
+    ``--wiki-index``: the dump's multistream index)."""
+    if wiki_index is not None and wiki_dump is None:
+        raise QrnnLmError("--wiki-index needs --wiki-dump (the dump it indexes).")
     if sum(x is not None for x in (train, corpus, wiki_dump)) != 1:
         raise QrnnLmError("give exactly one of --train, --corpus debian-ja or --wiki-dump.")
     if train is None:
@@ -58,7 +67,8 @@ def source_from_flags(*, train: str | None = None, valid: str | None = None,
                               "--wiki-dump, which make their own splits.")
         if corpus is not None:
             return make_source(corpus, heldout=heldout)
-        return make_source("wiki", path=wiki_dump, sample=sample, heldout=heldout)
+        return make_source("wiki", path=wiki_dump, sample=sample, heldout=heldout,
+                           index=wiki_index)
     if valid is None:
         raise QrnnLmError("--train needs --valid (and optionally --test).")
     return make_source("text", train=train, valid=valid, test=test)

@@ -1,272 +1,27 @@
 """Wikipedia XML dumps as a corpus: articles streamed, wikitext rendered to prose.
 
-Pages are streamed with the standard library's iterparse (finished pages are
-cleared, so memory stays bounded however large the dump); the wikitext of
-each sampled article is parsed by mwparserfromhell and rendered to prose:
-
-- links: their label, or their title (files, categories and interlanguage
-  links such as [[en:Tokyo]] are dropped);
-- templates: dropped (infoboxes, citations, navigation, maintenance notes,
-  parser functions), except WIKI_TEMPLATES below, whose text belongs in the
-  prose;
-- tables, <ref>, <math>, <gallery>, code blocks, lists, headings, comments
-  and bare URLs: dropped; bold/italic and inline HTML: their text;
-- punctuation left behind by dropped parts ("（、）", "、、", "（ 、英: x）")
-  is tidied.
+The dump is read in one pass (:mod:`.wiki_read`: plain .xml/.bz2/.gz dumps
+streamed, multistream dumps stream by stream through their index); worker
+processes render each sampled article's wikitext to prose
+(:mod:`.wiki_markup`: see :data:`WIKI_TEMPLATES`) and may tokenize the
+train split at the same time (:mod:`.wiki_pipeline`).  The output is the
+same whatever the number of workers.
 """
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from typing import Iterator
 
 from ..errors import QrnnLmError
-from .textio import (SplitWriter, TextNormalizer, check_input_file, heldout_fraction, open_binary,
-                     split_of)
+from . import wiki_pipeline
+from .textio import TextNormalizer, check_input_file, heldout_fraction
+from .wiki_markup import (WIKI_LANGUAGES, WIKI_TEMPLATES, _is_redirect, _WikiRenderer,
+                          strip_wiki_markup)
+from .wiki_read import DROP_NAMESPACE_KEYS, DumpReader, find_index, iter_pages
 
-#: Templates whose text is kept (names compared case-insensitively, "_" = " "),
-#: with what they render to.  Any other template is dropped.
-WIKI_TEMPLATES = {
-    "仮リンク / ill / interlanguage link": "label= or the 1st parameter (the Japanese title)",
-    "lang": "the 2nd parameter ({{lang|en|Tokyo}} -> Tokyo)",
-    "lang-xx, lang-xx-short": "language name and text ({{lang-en|Tokyo}} -> 英語: Tokyo, "
-                              "-short: 英: Tokyo; the text alone for codes not in WIKI_LANGUAGES)",
-    "読み仮名 / 読み仮名 ruby不使用": "{{読み仮名|東京|とうきょう}} -> 東京（とうきょう）",
-    "nihongo": "{{nihongo|Tokyo|東京|Tōkyō}} -> Tokyo（東京、Tōkyō）",
-    "nihongo2, ruby / ruby-ja": "the 1st parameter (the base text; ruby readings are dropped, "
-                                "as are <rt>/<rp> in <ruby> tags)",
-    "要出典範囲 / 独自研究範囲 / 要検証範囲 / 疑問点範囲 / 要説明範囲": "the 1st parameter",
-    "nowrap / small / smaller / big / larger / visible anchor / vanc / jis2004フォント / "
-    "補助漢字フォント / cp932フォント / unicode / 拡張漢字 / snamei": "the 1st parameter",
-    "color / transl": "the 2nd parameter",
-    "convert": "{{convert|100|km|mi}} -> 100 km",
-    "和暦": "{{和暦|1990}} -> 1990年（平成2年）",
-    "! / = / ・": "| / = / ・",
-}
-
-#: Language names for lang-xx (full) and lang-xx-short.
-WIKI_LANGUAGES = {
-    "en": ("英語", "英"), "de": ("ドイツ語", "独"), "fr": ("フランス語", "仏"),
-    "it": ("イタリア語", "伊"), "es": ("スペイン語", "西"), "pt": ("ポルトガル語", "葡"),
-    "nl": ("オランダ語", "蘭"), "ru": ("ロシア語", "露"), "zh": ("中国語", "中"),
-    "ko": ("朝鮮語", "朝"), "la": ("ラテン語", "羅"), "el": ("ギリシア語", "希"),
-    "grc": ("古代ギリシア語", "古希"), "ar": ("アラビア語", "亜"), "he": ("ヘブライ語", "ヘ"),
-    "sa": ("サンスクリット", "梵"), "pl": ("ポーランド語", "波"), "sv": ("スウェーデン語", "瑞"),
-    "fi": ("フィンランド語", "芬"), "tr": ("トルコ語", "土"), "hu": ("ハンガリー語", "洪"),
-    "vi": ("ベトナム語", "越"), "th": ("タイ語", "泰"), "hi": ("ヒンディー語", "ヒ"),
-    "fa": ("ペルシア語", "ペ"), "uk": ("ウクライナ語", "ウ"), "cs": ("チェコ語", "チ"),
-    "ja": ("日本語", "日"), "ain": ("アイヌ語", "アイヌ"), "mn": ("モンゴル語", "蒙"),
-}
-
-_ALIAS = {"ill": "仮リンク", "interlanguage link": "仮リンク", "読み仮名 ruby不使用": "読み仮名",
-          "ruby-ja": "ruby", "smaller": "small", "big": "small", "larger": "small",
-          "visible anchor": "small", "vanc": "small", "nowrap": "small",
-          "jis2004フォント": "small", "補助漢字フォント": "small", "cp932フォント": "small",
-          "unicode": "small", "拡張漢字": "small", "snamei": "small", "nihongo2": "small",
-          "ruby": "small", "要出典範囲": "small", "独自研究範囲": "small", "要検証範囲": "small",
-          "疑問点範囲": "small", "要説明範囲": "small", "transl": "color"}
-_LANG_TEMPLATE = re.compile(r"lang-([a-z]{2,3}(?:-[a-z0-9]+)*?)(-short)?")
-_ERAS = ((2019, "令和"), (1989, "平成"), (1926, "昭和"), (1912, "大正"), (1868, "明治"))
-
-# links: namespaces whose links are not prose (files, media, categories), in
-# English and Japanese; the dump's own names for them are added from <siteinfo>
-_WIKI_DROP_NS = {"file", "image", "media", "category", "ファイル", "画像", "メディア", "カテゴリ"}
-_INTERLANG = re.compile(r"(?:[a-z]{2,3}(?:-[a-z0-9]+)*|simple)")
-_RE_PIPE_TRICK = re.compile(r"\s*[(（][^()（）]*[)）]\s*$|^[^:]*:")
-_INTERWIKI_NOT_LANG = {"voy", "mw", "wmf", "wikt", "commons", "species", "meta"}
-# tags whose content is not prose
-_WIKI_DROP_TAGS = {"ref", "references", "math", "chem", "ce", "gallery", "timeline",
-                   "syntaxhighlight", "source", "pre", "score", "graph", "mapframe", "maplink",
-                   "templatestyles", "imagemap", "hiero", "inputbox", "categorytree",
-                   "includeonly", "rt", "rp", "table", "ul", "ol", "dl"}
-_LIST_MARK = "\x00"  # starts a rendered list line, which is then dropped
-_RE_MAGIC = re.compile(r"__[A-Z]+__")
-_RE_QUOTES = re.compile(r"'{2,}")
-_SEP = r"[\s、，,;；・/:：]"
-_RE_DEBRIS = (
-    (re.compile(rf"[（(]{_SEP}*[）)]"), ""),                 # （）, （、）
-    (re.compile(rf"([（(]){_SEP}+"), r"\1"),                  # （、英語: x → （英語: x
-    (re.compile(r"[\s、，,;；・/]+([）)])"), r"\1"),           # x、） → x）
-    (re.compile(r"、(?:\s*、)+"), "、"),                      # 、、
-    (re.compile(r"[、，,]\s*([。．])"), r"\1"),               # 、。 → 。
-    (re.compile(r"^[\s、，,。．;；]+"), ""),                   # a line starting with 、
-    (re.compile(r"[ \t]{2,}"), " "),
-)
-
-
-def _tname(template) -> str:
-    name = str(template.name)
-    if "<!--" in name:
-        name = re.sub(r"<!--.*?-->", "", name, flags=re.S)
-    name = " ".join(name.replace("_", " ").split()).lower()
-    for prefix in ("template:", "テンプレート:", "tl:"):
-        if name.startswith(prefix):
-            name = name[len(prefix):].strip()
-    return name
-
-
-class _WikiRenderer:
-    """Wikitext -> prose (see the notes above WIKI_TEMPLATES)."""
-
-    def __init__(self, drop_namespaces=()):
-        self.drop_ns = _WIKI_DROP_NS | {n.lower() for n in drop_namespaces}
-
-    def lines(self, text: str) -> list[str]:
-        try:
-            import mwparserfromhell
-        except ImportError:
-            raise QrnnLmError("reading Wikipedia dumps needs mwparserfromhell: "
-                              "pip install mwparserfromhell") from None
-        out: list[str] = []
-        # style tags ('' and ''') are cheaper to strip afterwards than to parse
-        self._render(mwparserfromhell.parse(text, skip_style_tags=True), out)
-        lines = []
-        for line in "".join(out).split("\n"):
-            line = line.strip()
-            if not line or line[0] in _LIST_MARK + "|!{}" or line.startswith("----"):
-                continue
-            line = _RE_QUOTES.sub("", _RE_MAGIC.sub("", line))
-            for s in ("{{", "}}", "[[", "]]"):
-                line = line.replace(s, "")
-            for pattern, repl in _RE_DEBRIS:
-                line = pattern.sub(repl, line)
-            line = line.strip()
-            if line:
-                lines.append(line)
-        return lines
-
-    def text(self, code) -> str:
-        out: list[str] = []
-        self._render(code, out)
-        return "".join(out).strip()
-
-    def _render(self, code, out: list) -> None:
-        from mwparserfromhell import nodes as N
-        for node in code.nodes:
-            if isinstance(node, N.Text):
-                out.append(node.value)
-            elif isinstance(node, N.Wikilink):
-                self._link(node, out)
-            elif isinstance(node, N.Template):
-                self._template(node, out)
-            elif isinstance(node, N.Tag):
-                self._tag(node, out)
-            elif isinstance(node, N.HTMLEntity):
-                out.append(node.normalize())
-            elif isinstance(node, N.ExternalLink):
-                if node.brackets and node.title is not None:  # [url label]: the label
-                    self._render(node.title, out)
-            elif isinstance(node, N.Heading):
-                out.append("\n\n")
-            # comments, {{{arguments}}}: nothing
-
-    def _link(self, node, out: list) -> None:
-        title = str(node.title).strip()
-        inline = title.startswith(":")  # [[:Category:x]], [[:en:x]] are shown
-        title = title.lstrip(":").strip()
-        prefix, colon, rest = title.partition(":")
-        prefix = prefix.strip().lower()
-        if colon and not inline:
-            if prefix in self.drop_ns:
-                return
-            if _INTERLANG.fullmatch(prefix) and prefix not in _INTERWIKI_NOT_LANG:
-                return  # interlanguage link: not shown in the page
-        if node.text is not None:
-            label = self.text(node.text)
-            if label:
-                out.append(label)
-                return
-            title = _RE_PIPE_TRICK.sub("", title)  # [[東京 (曖昧さ回避)|]] -> 東京
-        if colon and (inline and prefix in self.drop_ns
-                      or _INTERLANG.fullmatch(prefix) or prefix in _INTERWIKI_NOT_LANG):
-            title = rest
-        if title.startswith("#"):
-            title = title[1:]
-        out.append(title.strip())
-
-    def _param(self, t, key) -> str | None:
-        try:
-            p = t.get(key)
-        except ValueError:
-            return None
-        return self.text(p.value)
-
-    def _template(self, t, out: list) -> None:
-        name = _tname(t)
-        kind = _ALIAS.get(name, name)
-        p = self._param
-        if kind == "仮リンク":
-            s = p(t, "label") or p(t, "1")
-        elif kind == "small":
-            s = p(t, "1")
-        elif kind in ("lang", "color"):
-            s = p(t, "2")
-        elif kind == "読み仮名":
-            base, reading = p(t, "1"), p(t, "2")
-            s = f"{base}（{reading}）" if base and reading else base
-        elif kind == "nihongo":
-            base = p(t, "1") or ""
-            rest = "、".join(x for x in (p(t, "2"), p(t, "3")) if x)
-            s = f"{base}（{rest}）" if base and rest else base or rest
-        elif kind == "convert":
-            s = " ".join(x for x in (p(t, "1"), p(t, "2")) if x)
-        elif kind == "和暦":
-            s = self._wareki(p(t, "1"))
-        elif kind in ("!", "=", "・"):
-            s = "|" if kind == "!" else kind
-        else:
-            m = _LANG_TEMPLATE.fullmatch(name)
-            if not m:
-                return
-            s = p(t, "1")
-            names = WIKI_LANGUAGES.get(m.group(1))
-            if s and names:
-                s = f"{names[1] if m.group(2) else names[0]}: {s}"
-        if s:
-            out.append(s)
-
-    @staticmethod
-    def _wareki(year: str | None) -> str | None:
-        if not year or not year.strip().isdigit():
-            return year
-        y = int(year)
-        for start, era in _ERAS:
-            if y >= start:
-                n = y - start + 1
-                return f"{y}年（{era}{'元' if n == 1 else n}年）"
-        return f"{y}年"
-
-    def _tag(self, node, out: list) -> None:
-        markup = node.wiki_markup
-        tag = str(node.tag).strip().lower()
-        if markup is not None:
-            if markup in ("*", "#", ":", ";"):
-                out.append(_LIST_MARK)
-            elif markup.startswith("----"):
-                out.append("\n")
-            # "{|" (a table) and anything else: dropped
-            return
-        if tag in ("br", "hr"):
-            out.append("\n")
-        elif tag in _WIKI_DROP_TAGS or node.self_closing or node.contents is None:
-            return
-        elif tag == "nowiki":
-            out.append(str(node.contents))
-        else:  # b, i, span, code, div, blockquote, poem, ruby, ...: the text
-            self._render(node.contents, out)
-
-
-def strip_wiki_markup(text: str, drop_namespaces=()) -> list[str]:
-    """Wikitext -> prose paragraphs (one per line); see WIKI_TEMPLATES.
-    ``drop_namespaces``: local names of the file and category namespaces
-    beyond the English and Japanese ones."""
-    return _WikiRenderer(drop_namespaces).lines(text)
-
-
-def _is_redirect(text: str) -> bool:
-    head = text.lstrip()[:16].lower()
-    return head.startswith(("#redirect", "#転送", "#リダイレクト"))
+__all__ = ["WIKI_LANGUAGES", "WIKI_TEMPLATES", "WikiDump", "extract_wiki_dump",
+           "iter_wiki_articles", "strip_wiki_markup", "_WikiRenderer", "_is_redirect"]
 
 
 def iter_wiki_articles(path: str, sample: int = 1,
@@ -276,84 +31,61 @@ def iter_wiki_articles(path: str, sample: int = 1,
     .xml.gz).  ``namespaces``, if given, receives the dump's names of the
     file, media and category namespaces (from <siteinfo>, before the first
     page)."""
-    import xml.etree.ElementTree as ET
     if sample < 1:
         raise QrnnLmError("--sample must be at least 1.")
     if not os.path.isfile(path):
         raise QrnnLmError(f"Wikipedia dump {path} does not exist.")
-    f = open_binary(path)
+    reader = DumpReader(path)
+    names: dict = {}
     index = 0
     try:
-        root = None
-        for event, elem in ET.iterparse(f, events=("start", "end")):
-            if root is None:
-                root = elem
-            if event != "end":
-                continue
-            tag = elem.tag.rsplit("}", 1)[-1]
-            if tag == "namespace":
-                if namespaces is not None and elem.get("key") in ("6", "14", "-2") and elem.text:
-                    namespaces.add(elem.text.strip())
-                continue
-            if tag != "page":
-                continue
-            ns = title = text = None
-            redirect = False
-            for child in elem.iter():
-                ctag = child.tag.rsplit("}", 1)[-1]
-                if ctag == "ns":
-                    ns = (child.text or "").strip()
-                elif ctag == "title":
-                    title = child.text or ""
-                elif ctag == "redirect":
-                    redirect = True
-                elif ctag == "text":
-                    text = child.text or ""
-            root.clear()  # the point of iterparse: drop finished pages
-            if ns not in (None, "0") or redirect or text is None or _is_redirect(text):
+        for page in iter_pages(reader, names):
+            if namespaces is not None:
+                namespaces.update(names[k] for k in DROP_NAMESPACE_KEYS if k in names)
+            if not page.is_article:
                 continue
             if index % sample == 0:
-                yield title, text
+                yield page.title, page.text
             index += 1
-    except ET.ParseError as e:
-        raise QrnnLmError(f"{path} is not a readable MediaWiki XML dump ({e}).") from None
-    except (OSError, EOFError) as e:
-        raise QrnnLmError(f"cannot read {path} ({e}); is the download complete?") from None
     finally:
-        f.close()
+        reader.close()
 
 
 def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
                       valid_fraction: float = 0.01, test_fraction: float = 0.01,
                       normalizer: TextNormalizer | None = None, log=None,
-                      stats: dict | None = None) -> dict:
+                      stats: dict | None = None, workers: int = 1, index: str | None = None,
+                      tokens: wiki_pipeline.Tokens | None = None,
+                      progress: bool = False) -> dict:
     """Write the prose of every ``sample``-th article to ``out_dir/{split}.txt``
     (articles split by a hash of their title); returns {split: path}.
-    ``stats`` (a dict) receives ``articles``, ``lines`` and ``chars`` written."""
-    normalizer = normalizer or TextNormalizer()
-    w = SplitWriter(out_dir)
-    namespaces: set = set()
-    renderer = None
-    n = chars = failed = 0
-    for title, text in iter_wiki_articles(path, sample, namespaces):
-        if renderer is None or namespaces - renderer.drop_ns:
-            renderer = _WikiRenderer(namespaces)
-        try:
-            lines = list(normalizer.lines(renderer.lines(text)))
-        except (QrnnLmError, KeyboardInterrupt):
-            raise
-        except Exception:  # a page mwparserfromhell cannot parse: skip it, count it
-            failed += 1
-            continue
-        if lines:
-            w.write(split_of(title, valid_fraction, test_fraction), lines)
-            n += 1
-            chars += sum(len(x) + 1 for x in lines)
-    paths = w.close()
+
+    ``workers`` processes render the articles (the output is the same for
+    any number).  ``index``: the multistream index of the dump (default:
+    found beside a ``*-multistream.xml.bz2`` by name; ``""``: none), whose
+    streams the workers then read and decompress themselves; ``--sample``
+    then takes every ``sample``-th main-namespace page of the index
+    (redirects among them are skipped) and reads only their streams.
+    ``tokens`` (:class:`.wiki_pipeline.Tokens`): tokenize the train lines
+    too.  ``stats`` (a dict) receives ``articles``, ``lines`` and ``chars``
+    written (and ``streams`` read, ``unparsable`` articles)."""
+    if sample < 1:
+        raise QrnnLmError("--sample must be at least 1.")
+    if not os.path.isfile(path):
+        raise QrnnLmError(f"Wikipedia dump {path} does not exist.")
+    if index is None:
+        index = find_index(path)
+    paths, w, counts = wiki_pipeline.extract(
+        path, out_dir, sample=sample, index=index or None, workers=workers,
+        fractions=(valid_fraction, test_fraction), normalizer=normalizer or TextNormalizer(),
+        tokens=tokens, log=log, progress=progress)
+    n, failed = counts["articles"], counts["unparsable"]
     if stats is not None:
-        stats.update(articles=n, lines=sum(w.lines.values()), chars=chars)
+        stats.update(articles=n, lines=sum(w.lines.values()), chars=counts["chars"])
         if failed:
             stats["unparsable"] = failed
+        if index:
+            stats["streams"] = counts["streams"]
     if failed:
         msg = f"{path}: skipped {failed} article(s) whose wikitext could not be parsed."
         if log:
@@ -371,20 +103,38 @@ def extract_wiki_dump(path: str, out_dir: str, sample: int = 1, *,
 class WikiDump:
     """A Wikipedia dump as a corpus source (``prepare --wiki-dump FILE``): every
     ``sample``-th article, a ``heldout`` fraction of them (default 0.01) for
-    valid and for test each."""
+    valid and for test each.  ``index``: its multistream index
+    (``--wiki-index``; default: found beside the dump by name).
 
-    def __init__(self, path: str, sample: int = 1, heldout: float | None = None):
+    Besides ``extract``, it offers ``extract_tokens``: the extraction and the
+    tokenization of the train split in one pass (``prepare`` uses it)."""
+
+    def __init__(self, path: str, sample: int = 1, heldout: float | None = None,
+                 index: str | None = None):
         self.path, self.sample = path, sample
         self.heldout = heldout_fraction(heldout, 0.01)
+        self.index = index if index is not None else find_index(path)
 
     @property
     def inputs(self) -> dict:
-        return {"--wiki-dump": self.path}
+        return {"--wiki-dump": self.path, **({"--wiki-index": self.index} if self.index else {})}
 
     def check(self) -> None:
         check_input_file(self.path, "--wiki-dump file")
+        if self.index:
+            check_input_file(self.index, "--wiki-index file")
 
-    def extract(self, out_dir: str, *, log=None) -> dict:
+    def extract(self, out_dir: str, *, log=None, workers: int = 1, progress: bool = False,
+                tokens: wiki_pipeline.Tokens | None = None) -> dict:
         """The articles' prose in ``out_dir/{split}.txt``; returns {split: path}."""
         return extract_wiki_dump(self.path, out_dir, sample=self.sample,
-                                 valid_fraction=self.heldout, test_fraction=self.heldout, log=log)
+                                 valid_fraction=self.heldout, test_fraction=self.heldout,
+                                 log=log, workers=workers, index=self.index or "",
+                                 tokens=tokens, progress=progress)
+
+    def extract_tokens(self, out_dir: str, tokenizer, normalizer: TextNormalizer, consume, *,
+                       log=None, workers: int = 1, progress: bool = False) -> dict:
+        """``extract``, and the train split's lines (normalised by
+        ``normalizer``) tokenized on the way: ``consume(TokenChunk)`` in order."""
+        return self.extract(out_dir, log=log, workers=workers, progress=progress,
+                            tokens=wiki_pipeline.Tokens(tokenizer, normalizer, consume))
