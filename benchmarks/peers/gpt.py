@@ -29,7 +29,6 @@ benchmarks/bench_budget.py reads.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -44,6 +43,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 for _p in (REPO, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+BENCH = os.path.join(REPO, "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+from peers.common import score_splits, split_figures, write_results  # noqa: E402
 
 SETTINGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "batch_size": 12, "dropout": 0.0,
             "bias": False, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100, "weight_decay": 0.1,
@@ -94,14 +97,11 @@ def stream_nll(model, stream: np.ndarray, block: int, stride: int, batch: int = 
 def score_split(model, split, eos_id: int, block: int, stride: int) -> dict:
     """train.py's evaluation figures for one split (stream ``[eos] + ids``)."""
     from qrnn_lm.data import eos_stream
-    from qrnn_lm.lm import bits_per_char
     was = model.training
     model.eval()
     nll, n = stream_nll(model, eos_stream(np.asarray(split.ids), eos_id), block, stride)
     model.train(was)
-    rare = float(np.sum(split.rare_logp, dtype=np.float64))
-    return {"loss": nll / n, "ppl": math.exp(min(nll / n, 700)), "tokens": n,
-            "bpc": bits_per_char(nll, rare, split.characters)}
+    return split_figures(nll, split)
 
 
 def lr_at(it: int, fraction: float, s: dict = SETTINGS) -> float:
@@ -159,13 +159,8 @@ def run(data_dir: str, save: str, minutes: float, seed: int = 1111, stride: int 
           flush=True)
     res = train(model, eos_stream(np.asarray(train_split.ids), vocab.eos_id), minutes, seed, s)
     res["chosen"] = dict(s, eval_stride=stride)
-    for name in ("valid", "test"):
-        if os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):
-            res[name] = score_split(model, load_split(data_dir, name), vocab.eos_id, s["block_size"], stride)
-            print(f"{name}: bpc {res[name]['bpc']:.4f} ppl {res[name]['ppl']:.2f}", flush=True)
-    os.makedirs(save, exist_ok=True)
-    with open(os.path.join(save, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
+    score_splits(data_dir, res, lambda name, split: score_split(model, split, vocab.eos_id, s["block_size"], stride))
+    write_results(save, res)
     return res
 
 

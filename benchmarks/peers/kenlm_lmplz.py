@@ -17,7 +17,6 @@ probability (their count is in results.json as ``oov``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -29,6 +28,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+BENCH = os.path.join(REPO, "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+from peers.common import score_splits, split_figures, write_results  # noqa: E402
 
 
 def write_lines(ids: np.ndarray, eos_id: int, path: str) -> int:
@@ -60,7 +63,6 @@ def query_log10(query: str, model: str, text: str) -> tuple:
 
 def run(data_dir: str, save: str, lmplz: str, order: int = 5) -> dict:
     from qrnn_lm.data import load_split
-    from qrnn_lm.lm import bits_per_char
     from qrnn_lm.vocab import Vocabulary
     query = os.path.join(os.path.dirname(os.path.abspath(lmplz)), "query")
     for tool in (lmplz, query):
@@ -80,22 +82,15 @@ def run(data_dir: str, save: str, lmplz: str, order: int = 5) -> dict:
           f"built in {train_s:.1f} s", flush=True)
     res = {"step": 0, "tokens": train.tokens, "minutes": train_s / 60, "train_seconds": round(train_s, 2),
            "chosen": {"order": order, "smoothing": "KenLM lmplz (modified Kneser-Ney, interpolated)"}}
-    for name in ("valid", "test"):
-        if not os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):
-            continue
-        split = load_split(data_dir, name)
+    def score(name, split):
         text = os.path.join(save, f"{name}.txt")
         write_lines(split.ids, vocab.eos_id, text)
         log10, oov = query_log10(query, arpa, text)
-        nll, n = -log10 * math.log(10), split.tokens
-        res[name] = {"loss": nll / n, "ppl": math.exp(min(nll / n, 700)), "tokens": n, "oov": oov,
-                     "bpc": bits_per_char(nll, float(np.sum(split.rare_logp, dtype=np.float64)), split.characters)}
-        print(f"{name}: bpc {res[name]['bpc']:.4f} ppl {res[name]['ppl']:.2f} ({oov} tokens unseen in training)",
-              flush=True)
+        return split_figures(-log10 * math.log(10), split, oov=oov)
+    score_splits(data_dir, res, score)
     os.remove(arpa)
     res["wall_seconds"] = round(time.time() - t0, 2)
-    with open(os.path.join(save, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
+    write_results(save, res)
     return res
 
 

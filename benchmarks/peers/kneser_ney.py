@@ -23,8 +23,6 @@ benchmarks/bench_budget.py reads (test/valid bpc and ppl, tokens, minutes).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
@@ -34,6 +32,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+BENCH = os.path.join(REPO, "benchmarks")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+from peers.common import score_splits, split_figures, write_results  # noqa: E402
 
 
 def discounts(counts: np.ndarray) -> np.ndarray:
@@ -173,12 +175,8 @@ class KneserNey:
 def score_split(model: KneserNey, split, eos_id: int) -> dict:
     """train.py's evaluation figures for one split (stream ``[eos] + ids``)."""
     from qrnn_lm.data import eos_stream
-    from qrnn_lm.lm import bits_per_char
     nll = -float(np.sum(model.log_probs(eos_stream(np.asarray(split.ids), eos_id)), dtype=np.float64))
-    rare = float(np.sum(split.rare_logp, dtype=np.float64))
-    n = split.tokens
-    return {"loss": nll / n, "ppl": math.exp(min(nll / n, 700)), "tokens": n,
-            "bpc": bits_per_char(nll, rare, split.characters)}
+    return split_figures(nll, split)
 
 
 def run(data_dir: str, save: str, order: int = 5) -> dict:
@@ -195,14 +193,9 @@ def run(data_dir: str, save: str, order: int = 5) -> dict:
                                    for k, lv in enumerate(model.levels)), flush=True)
     res = {"step": 0, "tokens": train.tokens, "minutes": train_s / 60, "train_seconds": round(train_s, 2),
            "chosen": {"order": order, "smoothing": "interpolated modified Kneser-Ney"}}
-    for name in ("valid", "test"):
-        if os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):
-            res[name] = score_split(model, load_split(data_dir, name), vocab.eos_id)
-            print(f"{name}: bpc {res[name]['bpc']:.4f} ppl {res[name]['ppl']:.2f}", flush=True)
+    score_splits(data_dir, res, lambda name, split: score_split(model, split, vocab.eos_id))
     res["wall_seconds"] = round(time.time() - t0, 2)
-    os.makedirs(save, exist_ok=True)
-    with open(os.path.join(save, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
+    write_results(save, res)
     return res
 
 
