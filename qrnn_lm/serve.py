@@ -355,15 +355,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device(name: str) -> str:
-    import torch
-    if name == "cuda" and not torch.cuda.is_available():
-        raise QrnnLmError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _names(paths: list) -> list:
     names = [os.path.basename(os.path.normpath(p)) or p for p in paths]
     return [n if names.count(n) == 1 else os.path.normpath(p) for n, p in zip(names, paths)]
@@ -387,6 +378,7 @@ def _serve(argv) -> int:
     except ImportError:
         raise QrnnLmError(INSTALL) from None
     from qrnn_lm.lm import LanguageModel
+    from qrnn_lm.cli import _device   # the --device rule of evaluate and generate
     device = _device(args.device)
     models = [(name, LanguageModel.from_checkpoint(path, device=device))
               for name, path in zip(_names(args.checkpoint), args.checkpoint)]
