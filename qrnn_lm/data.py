@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,35 +134,6 @@ def _check_rare_logp(rare_logp: np.ndarray, path: str, again: str) -> None:
             i = s + int(np.argmax(bad))
             raise QrnnLmError(f"{path} holds {float(rare_logp[i])} at position {i}, not a log-probability "
                               f"(finite and at most 0); {again}.")
-
-
-MAX_TOKENIZER_FILE = 1 << 30
-
-
-def check_tokenizer_file(data_dir: str, config: dict) -> None:
-    """A dataset's tokenizer file (sentencepiece ``model_file`` in vocab.json)
-    is a regular file of bounded size inside the dataset directory: a name
-    that is absolute or climbs out with ``..`` is refused before anything opens it."""
-    name = config.get("model_file") if isinstance(config, dict) and "model_proto" not in config else None
-    if name is None:
-        return
-    vocab_path = os.path.join(data_dir, "vocab.json")
-    root = os.path.realpath(data_dir)
-    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
-        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, outside the dataset directory; refused: "
-                          "prepare the dataset again.")
-    path = os.path.join(data_dir, name)
-    real = os.path.realpath(path)
-    if real != root and not real.startswith(root + os.sep):
-        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, which leads outside the dataset "
-                          "directory; refused: prepare the dataset again.")
-    try:
-        st = os.stat(real)
-    except OSError:
-        return    # missing: said when the tokenizer is needed
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_TOKENIZER_FILE:
-        raise QrnnLmError(f"{vocab_path} names the tokenizer file {name!r}, which is not a regular file of at most "
-                          f"{MAX_TOKENIZER_FILE >> 20} MiB; refused: prepare the dataset again.")
 
 
 def vocab_sha256(data_dir: str) -> str:

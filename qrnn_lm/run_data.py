@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from .corpus import check_input_file
-from .data import StreamBatches, check_dataset_identity, check_tokenizer_file, load_split, make_batches
+from .data import StreamBatches, check_dataset_identity, load_split, make_batches
 from .errors import QrnnLmError
 from .rundir import ensure_writable_dir
 
@@ -123,8 +123,7 @@ def load_data(args, is_master: bool = True, distributed: bool = False):
     else:
         raise QrnnLmError("no training data: give --data DIR (a prepared dataset) or --train FILE.")
     from .vocab import Vocabulary
-    vocab = Vocabulary.load(data_dir)
-    check_tokenizer_file(data_dir, vocab.tokenizer_config)
+    vocab = Vocabulary.load(data_dir)   # refuses a tokenizer file outside the dataset before opening it
     splits = {"train": load_split(data_dir, "train")}
     for name in ("valid", "test"):
         if os.path.exists(os.path.join(data_dir, f"{name}.ids.npy")):

@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_one_sentence_error, prepare_dataset, write_corpus
 from qrnn_lm import prepare
 from qrnn_lm.checkpoint import check_same_dataset, dataset_identity
-from qrnn_lm.data import check_dataset_identity, check_tokenizer_file, load_split
+from qrnn_lm.data import check_dataset_identity, load_split
 from qrnn_lm.errors import QrnnLmError
 from qrnn_lm.prepare_lock import out_lock
 
@@ -115,23 +115,6 @@ def test_rare_logp_that_is_no_log_probability_is_refused(ds, value):
     np.save(path, logp)
     with pytest.raises(QrnnLmError, match=f"test.rare_logp.npy holds .* at position {len(logp) - 1}"):
         load_split(ds, "test")
-
-
-@pytest.mark.parametrize("name", ["/etc/passwd", "../x.model", "sub/../../x.model"])
-def test_a_tokenizer_file_outside_the_dataset_is_refused(ds, name):
-    with pytest.raises(QrnnLmError, match="outside the dataset directory; refused"):
-        check_tokenizer_file(ds, {"type": "sentencepiece", "model_file": name})
-
-
-def test_a_tokenizer_file_that_links_outside_or_is_no_file_is_refused(ds, tmp_path):
-    os.symlink(str(tmp_path / "elsewhere.model"), os.path.join(ds, "link.model"))
-    with pytest.raises(QrnnLmError, match="leads outside"):
-        check_tokenizer_file(ds, {"type": "sentencepiece", "model_file": "link.model"})
-    os.mkdir(os.path.join(ds, "dir.model"))
-    with pytest.raises(QrnnLmError, match="not a regular file"):
-        check_tokenizer_file(ds, {"type": "sentencepiece", "model_file": "dir.model"})
-    check_tokenizer_file(ds, {"type": "sentencepiece", "model_file": "absent.model"})   # said when needed
-    check_tokenizer_file(ds, {"type": "char"})
 
 
 # ---------------------------------------------------------------------------
