@@ -4,17 +4,17 @@ The lock is a small JSON file beside ``--out`` (pid, host, start time),
 created with ``os.link`` of a complete temp file, so it is never seen
 half-written and only one process can create it.  A second prepare of the
 same ``--out`` fails with a sentence naming the process that holds it; a lock
-left by a process of this host that is gone is taken over."""
+left by a process of this host that is gone (or whose pid was reused) is
+taken over (the owner rules of the run lock, :func:`qrnn_lm.rundir.lock_owner_alive`)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import socket
-import time
 
 from .errors import QrnnLmError
-from .rundir import _check_out, _remove_orphan_parts, os_error_reason, pid_alive
+from .rundir import _check_out, _remove_orphan_parts, lock_owner_alive, lock_record, os_error_reason, read_lock
 
 
 @contextlib.contextmanager
@@ -37,11 +37,10 @@ def out_lock(out: str, *, force: bool = False, inputs: dict | None = None, log=N
 
 def _take(path: str, out: str, log) -> str:
     lock = path + ".lock"
-    host = socket.gethostname()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{lock}.{host}-{os.getpid()}"
+    tmp = f"{lock}.{socket.gethostname()}-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"pid": os.getpid(), "host": host, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        json.dump(lock_record(), f)
     try:
         for _ in range(3):
             try:
@@ -50,7 +49,7 @@ def _take(path: str, out: str, log) -> str:
             except FileExistsError:
                 pass
             owner = read_lock(lock)
-            if lock_alive(owner):
+            if lock_owner_alive(owner):
                 raise QrnnLmError(
                     f"--out {out} is being prepared by process {owner.get('pid')} on {owner.get('host')} "
                     f"(since {owner.get('since', '?')}); wait for it to end, or delete {lock} if that "
@@ -77,22 +76,3 @@ def _take_over(lock: str, owner) -> None:
             os.link(stale, lock)
     with contextlib.suppress(OSError):
         os.remove(stale)
-
-
-def read_lock(lock: str):
-    """The owner ({pid, host, since}) a lock file names, or None if unreadable."""
-    with contextlib.suppress(OSError, ValueError):
-        with open(lock, encoding="utf-8") as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else None
-    return None
-
-
-def lock_alive(owner) -> bool:
-    """Whether the owner of a lock may still run (another host's: assumed so)."""
-    if owner is None:
-        return False
-    if owner.get("host") != socket.gethostname():
-        return True
-    pid = owner.get("pid")
-    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid != os.getpid() and pid_alive(pid)

@@ -192,6 +192,40 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{ticks}"
 
 
+def lock_record() -> dict:
+    """What a lock file holds: this process's pid, host, the time it took the
+    lock and its start time (so a reused pid is recognised)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "started": process_start(os.getpid())}
+
+
+def read_lock(path: str):
+    """The owner a lock file names, or None (half-written or damaged: stale)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def lock_owner_alive(owner) -> bool:
+    """Whether the owner of a lock may still run: another host's cannot be
+    checked (assumed alive); on this host, a pid that is gone, a zombie, this
+    very process, or a live pid started at another time (reused) is not."""
+    if owner is None:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return False
+    if not pid_alive(pid):
+        return False
+    started, now = owner.get("started"), process_start(pid)
+    return not (isinstance(started, str) and now is not None and started != now)
+
+
 class RunLock:
     """``RUNDIR/lock`` holds the owner's pid, host and process start time
     while a run uses the directory.  A lock whose process is gone (same
@@ -207,16 +241,15 @@ class RunLock:
     def acquire(self, log, take_over: bool = False) -> None:
         """Take the lock; ``take_over``: even one that looks alive (the user
         says its process is gone, e.g. on a preempted machine)."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "started": process_start(os.getpid())}
+        me = lock_record()
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self._read()
+                owner = read_lock(self.path)
                 who = f"process {owner.get('pid')} on {owner.get('host')}" if owner else "process ? on ?"
                 since = f" (since {owner.get('since', '?')})" if owner else ""
-                if owner is not None and self._alive(owner):
+                if lock_owner_alive(owner):
                     if not take_over:
                         raise QrnnLmError(
                             f"the run directory {os.path.dirname(self.path)} is in use by {who}{since}; wait for "
@@ -234,29 +267,6 @@ class RunLock:
             self.held = True
             return
         raise QrnnLmError(f"cannot take the lock {self.path}; another process keeps taking it.")
-
-    def _read(self):
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                d = json.load(f)
-            return d if isinstance(d, dict) else None
-        except (OSError, ValueError):
-            return None   # half-written or damaged: treated as stale
-
-    @staticmethod
-    def _alive(owner: dict) -> bool:
-        if owner.get("host") != socket.gethostname():
-            return True       # cannot check another machine: assume it runs
-        pid = owner.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            return False
-        if pid == os.getpid():
-            return False      # left by an earlier run of this very process
-        if not pid_alive(pid):
-            return False      # a zombie (killed, not yet reaped) holds nothing
-        started, now = owner.get("started"), process_start(pid)
-        # a live pid that started at another time than the lock's owner: reused
-        return not (isinstance(started, str) and now is not None and started != now)
 
     def release(self) -> None:
         if self.held:
