@@ -29,7 +29,8 @@ float32, per seed).
 
 The loop here is its own (it uses only the model and the batching), so it
 does not depend on the training script.  Results are printed and written to
-benchmarks/results/bench_amp_cpu.json (--quick: /tmp/bench_amp_cpu_quick.json).
+benchmarks/results/bench_amp_cpu.json (--quick: /tmp/bench_amp_cpu_quick.json); --part speed or
+--part quality replaces that part of an existing file and keeps the other.
 """
 from __future__ import annotations
 
@@ -252,6 +253,14 @@ def main(argv=None) -> int:
     if args.part in ("quality", "all"):
         result["quality"] = bench_quality(args, cfg, splits, vocab.eos_id)
     result["loadavg_end"] = os.getloadavg()
+    if args.part != "all" and os.path.exists(out):   # keep the part not rerun (and its run's metadata)
+        with open(out, encoding="utf-8") as f:
+            kept = json.load(f)
+        other = "quality" if args.part == "speed" else "speed"
+        if kept.get(other) is not None:
+            result[other] = kept[other]
+            result[f"{other}_run"] = {k: kept[k] for k in ("loadavg_start", "loadavg_end", "torch", "threads")
+                                      if k in kept}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

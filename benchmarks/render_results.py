@@ -2,8 +2,8 @@
 training anything: benchmarks/results/experiments.json (written by
 run_experiments.py), benchmarks/results/bench_budget_cpu.json (written by
 bench_budget.py) and the benchmark JSON files of --results-dir (sections 3
-and 6-8: bench_fo_pool.py, bench_rnn.py, bench_lm.py, gpu_check.sh,
-bench_prepare.py, bench_wiki.py).
+and 6-9: bench_fo_pool.py, bench_rnn.py, bench_lm.py, gpu_check.sh,
+bench_prepare.py, bench_wiki.py, bench_amp_cpu.py).
 
     python benchmarks/render_results.py
     python benchmarks/render_results.py --json other.json --out /tmp/RESULTS.md
@@ -23,6 +23,7 @@ from report.budget import budget_section
 from report.contents import contents
 from report.gpu import gpu_section
 from report.kernels import cpu_kernel_section
+from report.amp import amp_section
 from report.pipeline import pipeline_section
 from report.sections import (header, memory_section, rare_section, regenerate, rnn_section, setup, speed_section,
                              targets)
@@ -64,7 +65,7 @@ def render(d: dict, md_path: str, img_dir: str, json_path: str = None,
     L = (setup(d) + targets(d) + rare_section(d, img_dir, rel) + rnn_section(d, img_dir, rel)
          + speed_section(results_dir) + memory_section(d, img_dir, rel) + sweep_section(d, img_dir, rel)
          + cpu_kernel_section(results_dir) + gpu_section(results_dir, md_dir) + pipeline_section(results_dir)
-         + regenerate(d))
+         + amp_section(results_dir) + regenerate(d))
     if budget_json and os.path.exists(budget_json):
         L += budget_section(read_json(budget_json, "bench_budget.py"), budget_json, md_dir, rel)
     L = top + contents(L) + L
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
                    help="results written by bench_budget.py (its section is left out when the default file is "
                         "missing)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
-                   help="benchmark JSON files of sections 3 and 6-8 (a missing one: its section names the command "
+                   help="benchmark JSON files of sections 3 and 6-9 (a missing one: its section names the command "
                         "that writes it)")
     p.add_argument("--out", default=os.path.join(REPO, "docs", "RESULTS.md"), help="report to write")
     p.add_argument("--img", default=None, help="folder for the plots (default: img/ beside --out)")

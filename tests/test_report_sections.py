@@ -1,4 +1,4 @@
-"""Sections 6-8 of docs/RESULTS.md are read off the benchmark JSON files
+"""Sections 6-9 of docs/RESULTS.md are read off the benchmark JSON files
 (tiny ones written here), and name the command that writes a missing one."""
 import json
 import os
@@ -8,6 +8,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from report.amp import amp_section  # noqa: E402
 from report.contents import anchor, contents  # noqa: E402
 from report.gpu import gpu_section  # noqa: E402
 from report.kernels import cpu_kernel_section  # noqa: E402
@@ -175,3 +176,40 @@ def test_cli_results_dir(tmp_path, capsys):
         assert f"`{cmd}` " in text, cmd
     assert text.index("## 5. Rare-word schemes") < text.index("## 6. CPU") < text.index("## 7. GPU") \
         < text.index("## 8. Data preparation") < text.index("## Regenerate")
+
+
+def amp_run(diffs):
+    runs = [{"seed": i + 1, "fp32_valid_bpc": 3.0 + 0.01 * i, "bf16_valid_bpc": 3.0 + 0.01 * i + d,
+             "diff_valid_bpc": d, "fp32_test_bpc": 3.1 + 0.01 * i, "bf16_test_bpc": 3.1 + 0.01 * i + d,
+             "diff_test_bpc": d} for i, d in enumerate(diffs)]
+    import statistics
+    summary = {k: {"mean": statistics.mean(r[k] for r in runs), "sd": statistics.stdev(r[k] for r in runs),
+                   "n": len(runs)} for k in runs[0] if k.endswith("bpc")}
+    return {"model": {"nlayers": 2, "nhid": 256, "emsize": 128, "softmax": "adaptive", "vocab_size": 5079,
+                      "batch": 32, "bptt": 35}, "train_tokens": 1000, "torch": "9.9", "threads": 2,
+            "cpu_bf16_feature": "AMX", "loadavg_start": [0.1, 0, 0],
+            "speed": {"rounds": 6, "round_steps": 20, "ms_per_step_median": {"fp32": 30.0, "bf16": 20.0},
+                      "ratio_fp32_over_bf16": 1.5, "cpu_ms_per_step_median": {"fp32": 60.0, "bf16": 40.0},
+                      "cpu_time_ratio_fp32_over_bf16": 1.5, "measure_bf16_speedup": 1.4,
+                      "choose_amp": ["bf16", "bf16: CPU has AMX and a bf16 step measured 1.40x faster"]},
+            "quality": {"steps": 600, "seeds": len(runs), "runs": runs, "summary": summary}}
+
+
+def test_amp_section_reads_speed_and_paired_quality(tmp_path):
+    write(tmp_path / "bench_amp_cpu.json", amp_run([0.0002, -0.0001, 0.0002]))
+    text = "\n".join(amp_section(str(tmp_path)))
+    assert text.startswith("## 9. bf16 on the CPU")
+    assert "| ms per step (median, wall) | 30.0 | 20.0 | **1.50×** |" in text
+    assert "`python benchmarks/bench_amp_cpu.py --part quality --steps 600 --seeds 3`" in text
+    assert "| 2 | 3.0100 | 3.0099 | -0.0001 |" in text
+    assert "no difference in quality per step" in text
+    # a paired difference far outside its spread is reported as a difference
+    write(tmp_path / "bench_amp_cpu.json", amp_run([0.05, 0.051, 0.049]))
+    assert "bf16 differs in quality per step" in "\n".join(amp_section(str(tmp_path)))
+    # a missing part names the command that adds it; a missing file names the benchmark
+    d = amp_run([0.0, 0.0, 0.0])
+    d["quality"] = None
+    write(tmp_path / "bench_amp_cpu.json", d)
+    assert "`python benchmarks/bench_amp_cpu.py --part quality` adds it" in "\n".join(amp_section(str(tmp_path)))
+    os.remove(tmp_path / "bench_amp_cpu.json")
+    assert "`python benchmarks/bench_amp_cpu.py` writes it" in "\n".join(amp_section(str(tmp_path)))
