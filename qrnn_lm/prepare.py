@@ -36,6 +36,7 @@ from .corpus import TextFiles, TextNormalizer, read_text, source_from_flags
 from .errors import QrnnLmError, run_command
 from .prepare_lock import out_lock
 from .prepare_settings import PrepareSettings, build_parser, check_settings
+from .rawfile import COPY_CHUNK, RawArray, RawWriter, npy_from
 from .rundir import (_STAGE_TAG, _check_out, _remove_orphan_parts,  # noqa: F401 (old names)
                      _stage_prefix, os_error_reason, pid_alive, remove_stale_staging,
                      staged_output, writing as _writing)
@@ -45,54 +46,6 @@ from .vocab import Vocabulary
 from .wordvec import exchange_clusters, fasttext_vectors, ppmi_svd_vectors, vec_file_vectors
 
 SPLITS = ("train", "valid", "test")
-_COPY_CHUNK = 1 << 22
-
-
-def _write_npy(path: str, n: int, dtype, chunks) -> None:
-    """Write a 1-D .npy of ``n`` items from an iterable of arrays with plain
-    file writes (a full disk is then an OSError, never a crash in a memory map)."""
-    dtype = np.dtype(dtype)
-    with _writing(path), open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                "shape": (int(n),)})
-        written = 0
-        for chunk in chunks:
-            chunk = np.ascontiguousarray(chunk, dtype=dtype)
-            f.write(chunk.tobytes())
-            written += len(chunk)
-        assert written == n, (path, written, n)
-
-
-class _RawWriter:
-    """Append numpy arrays to a raw file, then turn it into a .npy (the
-    length is unknown until the stream ends)."""
-
-    def __init__(self, path: str, dtype):
-        self.path, self.dtype, self.n = path, np.dtype(dtype), 0
-        with _writing(path + ".tmp"):
-            self._f = open(path + ".tmp", "wb")
-
-    def write(self, a: np.ndarray) -> None:
-        a = np.ascontiguousarray(a, dtype=self.dtype)
-        with _writing(self.path + ".tmp"):
-            self._f.write(a.tobytes())
-        self.n += len(a)
-
-    def close_raw(self) -> np.memmap:
-        with _writing(self.path + ".tmp"):
-            self._f.close()
-        if self.n == 0:
-            return np.zeros(0, dtype=self.dtype)
-        return np.memmap(self.path + ".tmp", dtype=self.dtype, mode="r", shape=(self.n,))
-
-    def finish(self, transform=None) -> None:
-        """Write ``path`` as .npy from the raw data (optionally mapped by
-        ``transform(chunk) -> array``) and delete the raw file."""
-        raw = self.close_raw()
-        _npy_from(raw, self.path, transform or (lambda c: c))
-        del raw
-        os.remove(self.path + ".tmp")
 
 
 def prepare(source=None, *where, force: bool = False, train=None, valid=None, test=None, out=None,
@@ -173,7 +126,7 @@ class _TrainTypes:
     def __init__(self, out: str):
         self._index: dict = {}
         self.types, self.stats, self.lines, self.chars = [None], {}, 0, 0
-        self.writer = _RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
+        self.writer = RawWriter(os.path.join(out, "train.ids.npy"), np.int32)
 
     @classmethod
     def of_text(cls, tok, path: str, normalizer, out: str, workers: int, progress: bool):
@@ -201,8 +154,8 @@ class _TrainTypes:
         self._index = None
         self.stream = self.writer.close_raw()
         self.counts = np.zeros(len(self.types), dtype=np.int64)
-        for s in range(0, len(self.stream), _COPY_CHUNK):
-            self.counts += np.bincount(self.stream[s:s + _COPY_CHUNK], minlength=len(self.types))
+        for s in range(0, len(self.stream), COPY_CHUNK):
+            self.counts += np.bincount(self.stream[s:s + COPY_CHUNK], minlength=len(self.types))
         return self
 
 
@@ -251,13 +204,15 @@ def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -
     out_id[0] = vocab.eos_id
     for g in range(1, len(types)):
         out_id[g], out_lp[g] = vocab.lookup(*types[g])
-    _npy_from(train.stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
+    npy_from(train.stream, os.path.join(out, "train.rare_logp.npy"), lambda c: out_lp[c])
     train.writer.finish(lambda c: out_id[c])
     bucket_tokens = int(sum(train.counts[g] for g in range(1, len(types))
                             if vocab.is_bucket(int(out_id[g]))))
     _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
                 source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
-    train.stream = None   # the memory map of the raw file, deleted by finish()
+    if isinstance(train.stream, RawArray):
+        train.stream.close()
+    train.stream = None   # reads of the raw file, deleted by finish()
 
 
 def _usable_workers(workers: int, log) -> int:
@@ -386,8 +341,8 @@ class _sentences:
 
     def __iter__(self):
         surface, stream, cur = self.surface, self.type_stream, []
-        for s in range(0, len(stream), _COPY_CHUNK):
-            for g in np.asarray(stream[s:s + _COPY_CHUNK]).tolist():
+        for s in range(0, len(stream), COPY_CHUNK):
+            for g in np.asarray(stream[s:s + COPY_CHUNK]).tolist():
                 if g == 0:
                     yield cur
                     cur = []
@@ -410,18 +365,11 @@ class _Mapped:
         return self.table[np.asarray(self.stream[sl])]
 
 
-def _npy_from(raw, path, transform):
-    dtype = transform(raw[:0]).dtype
-    _write_npy(path, len(raw), dtype,
-               (transform(np.asarray(raw[s:s + _COPY_CHUNK]))
-                for s in range(0, len(raw), _COPY_CHUNK)))
-
-
 def _encode_split(vocab, tok, split, path, out, normalizer, workers, progress, source):
     cache: dict = {}
     stats: dict = {}
-    w_ids = _RawWriter(os.path.join(out, f"{split}.ids.npy"), np.int32)
-    w_lp = _RawWriter(os.path.join(out, f"{split}.rare_logp.npy"), np.float32)
+    w_ids = RawWriter(os.path.join(out, f"{split}.ids.npy"), np.int32)
+    w_lp = RawWriter(os.path.join(out, f"{split}.rare_logp.npy"), np.float32)
     lines = chars = unseen = in_bucket = 0
     for chunk in tokenize_stream(tok, read_text(path, normalizer, stats), workers,
                                  progress=progress, desc=split, directory=out):
