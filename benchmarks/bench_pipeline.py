@@ -11,15 +11,15 @@ plain .xml.bz2 and as Wikimedia's multistream .xml.bz2 with its index
 ``python -m qrnn_lm prepare`` (MeCab, ``--vocab-size 10000``) on each form with
 ``--workers 1`` and ``--workers 2`` and records: MB of XML per second and
 per CPU-second (the whole process tree), the scaling efficiency, the peak
-memory (the largest process, ``ru_maxrss`` of the tree, and the sum of the
-tree's RSS sampled every 0.5 s), each stage's share of the wall time (from
+memory (the largest process, ``ru_maxrss`` of the tree, and the sums of the
+tree's RSS and of its anonymous part, RssAnon, sampled every 0.5 s), each stage's share of the wall time (from
 the times prepare's log lines appear), whether the outputs are
 byte-identical, and a projection for the full jawiki on 8 and 16 cores.
 
     python benchmarks/bench_pipeline.py --size-mb 20              # ~8 minutes on 2 busy cores
     python benchmarks/bench_pipeline.py --size-mb 200 --keep /tmp/dumps
 
-Writes benchmarks/results/bench_pipeline.json (or --out).
+Writes benchmarks/results/bench_pipeline_<size>mb.json (or --out).
 """
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ print(json.dumps({"rc": rc, "cpu_seconds": u.ru_utime + u.ru_stime,
 
 
 def _tree(sid: int) -> list:
-    """(pid, parent pid, rss bytes, cpu seconds) of the processes of session ``sid``."""
+    """(pid, parent pid, rss bytes, cpu seconds, anonymous rss bytes) of the processes of session ``sid``."""
     out, page, tick = [], os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -185,8 +185,22 @@ def _tree(sid: int) -> list:
             continue
         if int(fields[3]) == sid:
             out.append((int(name), int(fields[1]), int(fields[21]) * page,
-                        (int(fields[11]) + int(fields[12])) / tick))
+                        (int(fields[11]) + int(fields[12])) / tick, _anon_bytes(name)))
     return out
+
+
+def _anon_bytes(pid: str) -> int:
+    """RssAnon of a process: its resident memory less the file pages it maps
+    (which the kernel can drop and reread), i.e. what the dump's size could
+    make it need; 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
@@ -197,13 +211,14 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
-    peak, main_cpu, stop = [0], {}, threading.Event()
+    peak, main_cpu, stop = [0, 0], {}, threading.Event()
 
     def sample():
         while not stop.wait(0.5):
             tree = _tree(proc.pid)
-            peak[0] = max(peak[0], sum(rss for _, _, rss, _ in tree))
-            for _, parent, _, cpu in tree:   # the prepare process: the wrapper's child
+            peak[0] = max(peak[0], sum(t[2] for t in tree))
+            peak[1] = max(peak[1], sum(t[4] for t in tree))
+            for _, parent, _, cpu, _ in tree:   # the prepare process: the wrapper's child
                 if parent == proc.pid:
                     main_cpu["last"] = cpu
     threading.Thread(target=sample, daemon=True).start()
@@ -231,7 +246,7 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
               "start, log, rename": wall - done + events["train"] - ext}
     return {"seconds": wall, "cpu_seconds": res["cpu_seconds"],
             "max_process_rss_mb": res["max_process_rss_mb"],
-            "peak_tree_rss_mb": peak[0] / 2**20,
+            "peak_tree_rss_mb": peak[0] / 2**20, "peak_tree_anon_rss_mb": peak[1] / 2**20,
             "main_process_cpu_s_during_extraction": events.get("extracted_main_cpu"),
             "stage_seconds": stages,
             "stage_share": {k: v / wall for k, v in stages.items()}, "log": log[-12:]}
@@ -371,7 +386,9 @@ def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
               "note": ("below the 1 GB the target names" if args.size_mb < 1000 else ""),
               "memory_note": "peak_tree_rss_mb sums the RSS of the processes, so pages the "
                              "forked workers share with the parent (the MeCab dictionary) count "
-                             "once per process; max_process_rss_mb is the largest process",
+                             "once per process; max_process_rss_mb is the largest process; "
+                             "peak_tree_anon_rss_mb sums only anonymous memory (RssAnon): the "
+                             "file pages a process maps (a memory-mapped id stream) left out",
               "dump": counts, "settings": "prepare defaults (--tokenizer mecab --rare "
               "pos+script --heldout 0.01) and " + args.prepare_args,
               "identical_outputs": len(set(digests.values())) == 1,
@@ -428,9 +445,13 @@ def main(argv=None) -> int:
                          "2-8 M tokens and 0.1-0.4 M types (k-means, exchange, pos+script), "
                          "into the 'later_stages' entry of --out")
     ap.add_argument("--keep", help="keep the generated dumps in this directory (and reuse them)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
-                                                  "bench_pipeline.json"))
+    ap.add_argument("--out", default=None,
+                    help="default benchmarks/results/bench_pipeline_<size>mb.json (--later-stages: "
+                         "bench_pipeline_later.json)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = "bench_pipeline_later.json" if args.later_stages else f"bench_pipeline_{args.size_mb:g}mb.json"
+        args.out = os.path.join(ROOT, "benchmarks", "results", name)
     if args.later_stages:
         return _save_later(args.out, later_stages(LATER_CASES))
     work = tempfile.mkdtemp(prefix="bench_pipeline-")
@@ -465,7 +486,7 @@ def main(argv=None) -> int:
                 print(f"{form:11s} --workers {w}: {row['seconds']:7.1f} s, "
                       f"{row['xml_mb_per_s']:.2f} MB/s, {row['xml_mb_per_cpu_s']:.2f} MB per "
                       f"CPU-s, peak RSS {row['max_process_rss_mb']:.0f} MB (process), "
-                      f"{row['peak_tree_rss_mb']:.0f} MB (tree); stages " + ", ".join(
+                      f"{row['peak_tree_rss_mb']:.0f} MB (tree), {row['peak_tree_anon_rss_mb']:.0f} MB anonymous; stages " + ", ".join(
                           f"{k} {100 * v:.0f}%" for k, v in row["stage_share"].items()),
                       flush=True)
                 save(args, counts, rows, digests, load)   # after every run: partial results

@@ -213,3 +213,24 @@ def test_amp_section_reads_speed_and_paired_quality(tmp_path):
     assert "`python benchmarks/bench_amp_cpu.py --part quality` adds it" in "\n".join(amp_section(str(tmp_path)))
     os.remove(tmp_path / "bench_amp_cpu.json")
     assert "`python benchmarks/bench_amp_cpu.py` writes it" in "\n".join(amp_section(str(tmp_path)))
+
+
+def test_pipeline_runs_are_read_off_every_bench_pipeline_file(tmp_path):
+    row = lambda s, cpu, anon: {"seconds": s, "cpu_seconds": cpu, "xml_mb_per_s": 1000 / s,
+                                "xml_mb_per_cpu_s": 1000 / cpu, "max_process_rss_mb": 300, "peak_tree_rss_mb": 500,
+                                "peak_tree_anon_rss_mb": anon, "stage_share": {"extract+tokenize train": 0.97}}
+    write(tmp_path / "bench_pipeline_1024mb.json", {
+        "size_mb_asked": 1024, "date": "2026-01-02 03:04", "cores": 2, "load_average_at_start": [0.2, 0, 0],
+        "dump": {"xml_bytes": 1.0e9, "articles": 10, "redirects": 2, "other_ns": 1}, "settings": "defaults",
+        "identical_outputs": True, "note": "",
+        "runs": {"multistream": {"1": row(1000, 990, 250), "2": row(550, 1050, 400), "speedup_2_vs_1": 1000 / 550,
+                                 "scaling_efficiency": 1000 / 550 / 2}},
+        "projection": {"jawiki_xml_mb": 17000, "model": "T(k)", "hours_8_cores": 1.5, "hours_16_cores": 0.8,
+                       "assumptions": ["a", "b"]}})
+    text = "\n".join(pipeline_section(str(tmp_path)))
+    assert "`python benchmarks/bench_pipeline.py --size-mb 1024`" in text
+    assert "- multistream: `--workers 2` is 1.82× as fast as `--workers 1` (scaling efficiency 0.91)." in text
+    assert "| multistream | 2 | 550 | 1050 | 1.82 | 0.95 | 300 | 500 | 400 | 97% |" in text
+    assert "**1.5 h on 8 cores, 0.8 h on 16 cores**" in text
+    os.remove(tmp_path / "bench_pipeline_1024mb.json")
+    assert "no `benchmarks/results/bench_pipeline*.json`" in "\n".join(pipeline_section(str(tmp_path)))

@@ -1,20 +1,23 @@
 """Section 8: how fast the data pipeline runs: MeCab tokenization and a whole
-``prepare`` (benchmarks/bench_prepare.py's JSON) and Wikipedia dump extraction
-(benchmarks/bench_wiki.py's JSON)."""
+``prepare`` (benchmarks/bench_prepare.py's JSON), Wikipedia dump extraction
+(benchmarks/bench_wiki.py's JSON) and the whole ``prepare --wiki-dump`` with 1
+and 2 workers (benchmarks/bench_pipeline.py's JSON files)."""
 from __future__ import annotations
 
 import os
 
-from report.stored import load_stored, span
+from report.stored import load_stored, span, stored_files
 from report.tables import _rel, _table
 
 PREPARE = "python benchmarks/bench_prepare.py"
 WIKI = "python benchmarks/bench_wiki.py"
+PIPELINE = "python benchmarks/bench_pipeline.py"
 
 
 def pipeline_section(results_dir: str) -> list:
     return (["## 8. Data preparation speed\n"] + prepare_lines(os.path.join(results_dir, "bench_prepare.json"))
-            + wiki_lines(os.path.join(results_dir, "wiki_extract.json")))
+            + wiki_lines(os.path.join(results_dir, "wiki_extract.json"))
+            + pipeline_lines(stored_files(results_dir, "bench_pipeline")))
 
 
 def prepare_lines(path: str) -> list:
@@ -79,3 +82,46 @@ def wiki_findings(rows: list) -> list:
                      "second, bounded by decompressing the whole dump, which every page passes through; 10 GB of "
                      f"uncompressed XML at that rate take about {10_000 / r['xml_mb_per_cpu_s'] / 60:.0f} CPU minutes.")
     return L + [""]
+
+
+def pipeline_lines(paths: list) -> list:
+    L = ["### The whole `prepare --wiki-dump`, 1 and 2 workers (`benchmarks/bench_pipeline.py`)\n"]
+    if not paths:
+        return L + [f"Not measured: no `benchmarks/results/bench_pipeline*.json`; `{PIPELINE}` writes one.\n"]
+    for path in paths:
+        d, missing = load_stored(path, PIPELINE)
+        if d is None:
+            L.append(missing)
+            continue
+        dump = d.get("dump", {})
+        load = d.get("load_average_at_start") or [0]
+        L.append(f"`{PIPELINE} --size-mb {d.get('size_mb_asked', 0):g}` (`{_rel(path)}`), {d.get('date')}, "
+                 f"{d.get('cores')} cores, load average {load[0]:.1f} at the start: a generated dump of "
+                 f"{dump.get('xml_bytes', 0) / 1e6:,.0f} MB of XML ({dump.get('articles', 0):,} articles, "
+                 f"{dump.get('redirects', 0):,} redirects, {dump.get('other_ns', 0):,} pages of other namespaces); "
+                 f"{d.get('settings')}. Outputs byte-identical across forms and worker counts: "
+                 f"{'yes' if d.get('identical_outputs') else 'no'}. {d.get('note', '')}\n")
+        rows = []
+        for form, by in d.get("runs", {}).items():
+            for w, r in by.items():
+                if not isinstance(r, dict):
+                    continue
+                anon = r.get("peak_tree_anon_rss_mb")
+                rows.append([form, w, f"{r['seconds']:.0f}", f"{r['cpu_seconds']:.0f}", f"{r['xml_mb_per_s']:.2f}",
+                             f"{r['xml_mb_per_cpu_s']:.2f}", f"{r['max_process_rss_mb']:.0f}",
+                             f"{r['peak_tree_rss_mb']:.0f}", "–" if anon is None else f"{anon:.0f}",
+                             f"{100 * r['stage_share'].get('extract+tokenize train', 0):.0f}%"])
+            if by.get("speedup_2_vs_1"):
+                L_speed = (f"- {form}: `--workers 2` is {by['speedup_2_vs_1']:.2f}× as fast as `--workers 1` "
+                           f"(scaling efficiency {by['scaling_efficiency']:.2f}).")
+                L.append(L_speed)
+        L.append("")
+        L.append(_table(["form", "workers", "wall s", "CPU s", "MB of XML per s", "MB of XML per CPU s",
+                         "peak RSS MB (largest process)", "peak RSS MB (tree)", "peak anonymous MB (tree)",
+                         "extract + tokenize share"], rows) + "\n")
+        pr = d.get("projection")
+        if pr:
+            L.append(f"Projection for the full jawiki ({pr['jawiki_xml_mb']:,} MB of XML), "
+                     f"{pr['model']}: **{pr['hours_8_cores']:.1f} h on 8 cores, {pr['hours_16_cores']:.1f} h on "
+                     f"16 cores**. Assumptions: " + "; ".join(pr.get("assumptions", [])) + ".\n")
+    return L
