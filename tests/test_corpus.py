@@ -332,3 +332,41 @@ def test_source_flags_errors():
                        ({"corpus": "nope"}, "unknown corpus source 'nope'")]:
         with pytest.raises(QrnnLmError, match=msg):
             C.source_from_flags(**flags)
+
+
+def test_ruby_ja_keeps_its_base_text():
+    assert C.strip_wiki_markup("{{ruby-ja|漢字|かんじ}}を読む") == ["漢字を読む"]
+
+
+AWKWARD_WIKITEXT = [
+    "{{Infobox|a={{b|c}}|d=<ref>x{{cite|y}}</ref>}}本文{{lang-en|Tokyo}}です。<ref name=a/>続き",
+    "{{ {{x}} }}と<!-- c -->{{仮リンク|東京|en|Tokyo}}<ref>閉じない",
+    "{|\n|a\n|}\n表の後。<table><tr><td>x</td></tr></table>後",
+    "<ref>{{cite web|title=[[A|B]]}}</ref>文。{{ruby-ja|漢字|かんじ}}",
+    "{{<!--x-->nihongo|a|b|c}}と{{nihongo<!--y-->|d|e}}",
+    "{{読み仮名|東京|とうきょう}}は<math>x^2</math>首都。<REF>大文字</REF>",
+    "}}{{|}}{{{{}}}}<ref<ref>>{{{1|引数}}}",
+    "{{template:Lang-en|Tokyo}}と{{Tl:small|x}}と{{テンプレート:Color|red|赤}}",
+    "<references/>{{reflist}}<gallery>\nFile:x.jpg\n</gallery>後{{要出典範囲|範囲|date=x}}",
+    "* 項目 {{cite|a}}\n# 番号\n本文<br>改行<!-- 閉じないコメント",
+    "{{Infobox\n| 名前 = {{lang|en|X}}\n| 表 = {|\n|a\n|}\n}}\n'''太字'''の[[リンク|ラベル]]。",
+    "[[東京]]と[[東京|都]]と[[東京 (曖昧さ回避)|]]と[[#概要]]と[[東京#歴史| 歴史 ]]と[[ 空白 ]]",
+    "[[Category:都市]][[カテゴリ:x|y]][[en:Tokyo]][[:en:Tokyo]][[:en:Tokyo|英語版]][[:Category:都市]]",
+    "[[ファイル:a.jpg|thumb|[[b]]の図]][[File:b.png]]本文[[wikt:語]][[commons:x|y]][[a|[[b]]]]",
+    "[[リンク|{{lang|en|X}}]]と[[a|b|c]]と[[閉じない",
+]
+
+
+def test_pruned_parse_renders_as_the_whole_tree(monkeypatch):
+    """Cutting dropped spans out of the token stream before building the
+    tree does not change what is rendered."""
+    from qrnn_lm.corpus import wiki_markup as W
+    import mwparserfromhell
+    pruned = [W.strip_wiki_markup(t) for t in AWKWARD_WIKITEXT]
+    monkeypatch.setattr(W, "_parse", lambda text, link=None: mwparserfromhell.parse(text, skip_style_tags=True))
+    assert [W.strip_wiki_markup(t) for t in AWKWARD_WIKITEXT] == pruned
+    assert any(pruned)
+    # one difference, for the better: a comment in a link's title no longer shows
+    assert W.strip_wiki_markup("[[<!-- c -->東京]]へ") == ["<!-- c -->東京へ"]
+    monkeypatch.undo()
+    assert W.strip_wiki_markup("[[<!-- c -->東京]]へ") == ["東京へ"]

@@ -54,13 +54,15 @@ WIKI_LANGUAGES = {
 }
 
 _ALIAS = {"ill": "仮リンク", "interlanguage link": "仮リンク", "読み仮名 ruby不使用": "読み仮名",
-          "ruby-ja": "ruby", "smaller": "small", "big": "small", "larger": "small",
+          "ruby-ja": "small", "smaller": "small", "big": "small", "larger": "small",
           "visible anchor": "small", "vanc": "small", "nowrap": "small",
           "jis2004フォント": "small", "補助漢字フォント": "small", "cp932フォント": "small",
           "unicode": "small", "拡張漢字": "small", "snamei": "small", "nihongo2": "small",
           "ruby": "small", "要出典範囲": "small", "独自研究範囲": "small", "要検証範囲": "small",
           "疑問点範囲": "small", "要説明範囲": "small", "transl": "color"}
 _LANG_TEMPLATE = re.compile(r"lang-([a-z]{2,3}(?:-[a-z0-9]+)*?)(-short)?")
+_KEPT_KINDS = frozenset({"仮リンク", "small", "lang", "color", "読み仮名", "nihongo", "convert", "和暦",
+                         "!", "=", "・"})
 _ERAS = ((2019, "令和"), (1989, "平成"), (1926, "昭和"), (1912, "大正"), (1868, "明治"))
 
 # links: namespaces whose links are not prose (files, media, categories), in
@@ -106,8 +108,17 @@ def _mwparser():
     return _MWPARSER
 
 
+def _template_kind(name: str) -> str | None:
+    """What a template of (normalised) ``name`` renders as, None: dropped."""
+    kind = _ALIAS.get(name, name)
+    return kind if kind in _KEPT_KINDS or _LANG_TEMPLATE.fullmatch(name) else None
+
+
 def _tname(template) -> str:
-    name = str(template.name)
+    return _normal_name(str(template.name))
+
+
+def _normal_name(name: str) -> str:
     if "<!--" in name:
         name = re.sub(r"<!--.*?-->", "", name, flags=re.S)
     name = " ".join(name.replace("_", " ").split()).lower()
@@ -125,8 +136,7 @@ class _WikiRenderer:
 
     def lines(self, text: str) -> list[str]:
         out: list[str] = []
-        # style tags ('' and ''') are cheaper to strip afterwards than to parse
-        self._render(_mwparser().parse(text, skip_style_tags=True), out)
+        self._render(_parse(text, self.link_text), out)
         lines = []
         for line in "".join(out).split("\n"):
             line = line.strip()
@@ -168,28 +178,31 @@ class _WikiRenderer:
             # comments, {{{arguments}}}: nothing
 
     def _link(self, node, out: list) -> None:
-        title = str(node.title).strip()
+        out.append(self.link_text(str(node.title), None if node.text is None else self.text(node.text)))
+
+    def link_text(self, title: str, label: str | None) -> str:
+        """What a wikilink shows: ``label`` (rendered, stripped; None without
+        a "|"), or the title; "" for files, categories, interlanguage links."""
+        title = title.strip()
         inline = title.startswith(":")  # [[:Category:x]], [[:en:x]] are shown
         title = title.lstrip(":").strip()
         prefix, colon, rest = title.partition(":")
         prefix = prefix.strip().lower()
         if colon and not inline:
             if prefix in self.drop_ns:
-                return
+                return ""
             if _INTERLANG.fullmatch(prefix) and prefix not in _INTERWIKI_NOT_LANG:
-                return  # interlanguage link: not shown in the page
-        if node.text is not None:
-            label = self.text(node.text)
+                return ""  # interlanguage link: not shown in the page
+        if label is not None:
             if label:
-                out.append(label)
-                return
+                return label
             title = _RE_PIPE_TRICK.sub("", title)  # [[東京 (曖昧さ回避)|]] -> 東京
         if colon and (inline and prefix in self.drop_ns
                       or _INTERLANG.fullmatch(prefix) or prefix in _INTERWIKI_NOT_LANG):
             title = rest
         if title.startswith("#"):
             title = title[1:]
-        out.append(title.strip())
+        return title.strip()
 
     def _param(self, t, key) -> str | None:
         try:
@@ -200,7 +213,9 @@ class _WikiRenderer:
 
     def _template(self, t, out: list) -> None:
         name = _tname(t)
-        kind = _ALIAS.get(name, name)
+        kind = _template_kind(name)
+        if kind is None:
+            return
         p = self._param
         if kind == "仮リンク":
             s = p(t, "label") or p(t, "1")
@@ -261,6 +276,105 @@ class _WikiRenderer:
             out.append(str(node.contents))
         else:  # b, i, span, code, div, blockquote, poem, ruby, ...: the text
             self._render(node.contents, out)
+
+
+class _Parser:
+    """mwparserfromhell's two steps (its tokenizer, then its tree builder),
+    with the token spans of what the renderer drops anyway -- templates other
+    than the kept ones, tables, <ref> and the other tags of _WIKI_DROP_TAGS,
+    comments -- cut out between them: building their nodes is most of the
+    parsing time (citations and infoboxes), and the rendered text is the same."""
+
+    def __init__(self):
+        from mwparserfromhell.parser import builder, tokens
+        try:
+            from mwparserfromhell.parser._tokenizer import CTokenizer as Tokenizer
+        except ImportError:
+            from mwparserfromhell.parser.tokenizer import Tokenizer
+        self.T, self.tokenizer, self.builder = tokens, Tokenizer(), builder.Builder()
+
+    def parse(self, text: str, link=None):
+        """The tree of ``text``; ``link(title, label)``: the text a wikilink of
+        plain title and label shows (such links then become that text)."""
+        # style tags ('' and ''') are cheaper to strip afterwards than to parse
+        toks = self.tokenizer.tokenize(text, 0, True)
+        try:
+            return self.builder.build(self._pruned(toks, link))
+        except Exception:   # never seen; the whole tree then, as mwparserfromhell.parse builds it
+            return _mwparser().parse(text, skip_style_tags=True)
+
+    def _pruned(self, toks: list, link) -> list:
+        T, out, i, n = self.T, [], 0, len(toks)
+        while i < n:
+            tok = toks[i]
+            kind = type(tok)
+            end = None
+            if kind is T.WikilinkOpen and link is not None:
+                end = self._plain_link(toks, i, link, out)
+            elif kind is T.TemplateOpen:
+                j = i + 1
+                while j < n and type(toks[j]) is T.Text:
+                    j += 1
+                if j < n and type(toks[j]) in (T.TemplateParamSeparator, T.TemplateClose) and _template_kind(
+                        _normal_name("".join(t.text for t in toks[i + 1:j]))) is None:
+                    end = self._end(toks, i, T.TemplateOpen, (T.TemplateClose,))
+            elif kind is T.TagOpenOpen and i + 1 < n and type(toks[i + 1]) is T.Text:
+                markup = getattr(tok, "wiki_markup", None)
+                if markup == "{|" or (markup is None and toks[i + 1].text.strip().lower() in _WIKI_DROP_TAGS):
+                    end = self._end(toks, i, T.TagOpenOpen, (T.TagCloseSelfclose, T.TagCloseClose))
+            elif kind is T.CommentStart:
+                end = self._end(toks, i, T.CommentStart, (T.CommentEnd,))
+            if end is None:
+                out.append(tok)
+                i += 1
+            else:
+                i = end
+        return out
+
+    def _plain_link(self, toks: list, i: int, link, out: list) -> int | None:
+        """[[title]] or [[title|label]] of Text tokens only: appends the Text
+        it shows to ``out`` and returns the index after it; else None."""
+        T, n = self.T, len(toks)
+        j = i + 1
+        while j < n and type(toks[j]) is T.Text:
+            j += 1
+        title, label = "".join(t.text for t in toks[i + 1:j]), None
+        if j < n and type(toks[j]) is T.WikilinkSeparator:
+            k = j + 1
+            while k < n and type(toks[k]) is T.Text:
+                k += 1
+            label, j = "".join(t.text for t in toks[j + 1:k]).strip(), k
+        if j >= n or type(toks[j]) is not T.WikilinkClose:
+            return None
+        shown = link(title, label)
+        if shown:
+            out.append(T.Text(text=shown))
+        return j + 1
+
+    @staticmethod
+    def _end(toks: list, i: int, opener, closers: tuple) -> int | None:
+        """The index after the token that closes the span opened at ``i``."""
+        depth = 0
+        for j in range(i, len(toks)):
+            kind = type(toks[j])
+            if kind is opener:
+                depth += 1
+            elif kind in closers:
+                depth -= 1
+                if depth == 0:
+                    return j + 1
+        return None
+
+
+_PARSER: _Parser | None = None
+
+
+def _parse(text: str, link=None):
+    global _PARSER
+    if _PARSER is None:
+        _mwparser()   # the one sentence when mwparserfromhell is missing
+        _PARSER = _Parser()
+    return _PARSER.parse(text, link)
 
 
 def strip_wiki_markup(text: str, drop_namespaces=()) -> list[str]:
