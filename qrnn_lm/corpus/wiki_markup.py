@@ -325,7 +325,10 @@ class _Parser:
             elif kind is T.CommentStart:
                 end = self._end(toks, i, T.CommentStart, (T.CommentEnd,))
             if end is None:
-                out.append(tok)
+                if kind is T.Text and out and type(out[-1]) is T.Text:   # one Text node, not many
+                    out[-1] = T.Text(text=out[-1].text + tok.text)
+                else:
+                    out.append(tok)
                 i += 1
             else:
                 i = end
@@ -348,7 +351,10 @@ class _Parser:
             return None
         shown = link(title, label)
         if shown:
-            out.append(T.Text(text=shown))
+            if out and type(out[-1]) is T.Text:
+                out[-1] = T.Text(text=out[-1].text + shown)
+            else:
+                out.append(T.Text(text=shown))
         return j + 1
 
     @staticmethod
