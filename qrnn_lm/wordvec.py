@@ -343,13 +343,17 @@ class _Exchange:
         slot = np.full(n_words, -1, dtype=np.int64)  # rare word -> its position in rare_rows
         slot[rare_rows] = np.arange(n_rare)
         freq, self.left, self.right, self.c = _rare_bigram_counts(stream, slot, n_words, chunk)
-        # Classes: fixed words keep ids 0..n_words-1 (rare words' own ids unused),
-        # rare class j is n_words + j.  Start by frequency rank, round robin.
+        # Classes: the fixed words are columns 0..nf-1 (nf of them, in id order),
+        # rare class j is column nf + j: the tables hold (vocabulary + k) x k
+        # cells, however many rare types there are.  Start by frequency rank,
+        # round robin.
+        self.nf = nf = n_words - n_rare
         self.order = np.argsort(-freq[rare_rows], kind="stable")
         self.label = np.empty(n_rare, dtype=np.int64)
         self.label[self.order] = np.arange(n_rare) % k
-        self.cls = np.arange(n_words, dtype=np.int64)
-        self.cls[rare_rows] = n_words + self.label
+        self.cls = np.empty(n_words, dtype=np.int64)
+        self.cls[slot < 0] = np.arange(nf)
+        self.cls[rare_rows] = nf + self.label
         self._index_neighbours(slot, n_rare)
         self._count_class_bigrams()
         self.wcount = freq[rare_rows].astype(np.float64)
@@ -367,25 +371,25 @@ class _Exchange:
 
     def _count_class_bigrams(self) -> None:
         """R[j, x]: bigrams (class j, x); L[j, x]: bigrams (x, class j) with x a fixed word."""
-        n_words, c = self.n_words, self.c
-        self.R = np.zeros((self.k, n_words + self.k))
-        self.L = np.zeros((self.k, n_words))
+        nf, c = self.nf, self.c
+        self.R = np.zeros((self.k, nf + self.k))
+        self.L = np.zeros((self.k, nf))
         cr, cl = self.cls[self.left], self.cls[self.right]
-        is_r = cr >= n_words
-        np.add.at(self.R, (cr[is_r] - n_words, cl[is_r]), c[is_r])
-        is_l = (cl >= n_words) & (cr < n_words)
-        np.add.at(self.L, (cl[is_l] - n_words, cr[is_l]), c[is_l])
+        is_r = cr >= nf
+        np.add.at(self.R, (cr[is_r] - nf, cl[is_r]), c[is_r])
+        is_l = (cl >= nf) & (cr < nf)
+        np.add.at(self.L, (cl[is_l] - nf, cr[is_l]), c[is_l])
 
     def move(self, i: int) -> bool:
         """Move rare word ``i`` to the class that raises the objective most
         (staying unless another is better); whether it moved."""
-        n_words, a = self.n_words, self.label[i]
+        nf, a = self.nf, self.label[i]
         ri = self.by_r[self.r_start[i]:self.r_start[i + 1]]
         li = self.by_l[self.l_start[i]:self.l_start[i + 1]]
         xr, vr = self.cls[self.right[ri]], self.c[ri]          # w -> x
         xl, vl = self.cls[self.left[li]], self.c[li]           # x -> w
-        fixed = xl < n_words
-        nb = (xr, vr, xl[fixed], vl[fixed], xl[~fixed] - n_words, vl[~fixed])
+        fixed = xl < nf
+        nb = (xr, vr, xl[fixed], vl[fixed], xl[~fixed] - nf, vl[~fixed])
         n_w = self.wcount[i]
         self._add(a, nb, -1.0, n_w)  # take w out of class a
         gain = self._gain(nb, n_w)
@@ -396,7 +400,7 @@ class _Exchange:
         if b == a:
             return False
         self.label[i] = b
-        self.cls[self.rare_rows[i]] = n_words + b
+        self.cls[self.rare_rows[i]] = nf + b
         return True
 
     def _add(self, j: int, nb: tuple, sign: float, n_w: float) -> None:
@@ -406,7 +410,7 @@ class _Exchange:
             vr, vlf, vlr, n_w = -vr, -vlf, -vlr, -n_w
         np.add.at(self.R[j], xr, vr)
         np.add.at(self.L[j], xlf, vlf)
-        np.add.at(self.R[:, self.n_words + j], xlr, vlr)
+        np.add.at(self.R[:, self.nf + j], xlr, vlr)
         self.size[j] += n_w
 
     def _gain(self, nb: tuple, n_w: float) -> np.ndarray:
@@ -416,7 +420,7 @@ class _Exchange:
         gain = (_xlogx(Rb + vr) - _xlogx(Rb)).sum(1)
         Lb = self.L[:, xlf]
         gain += (_xlogx(Lb + vlf) - _xlogx(Lb)).sum(1)
-        Cb = self.R[xlr[:, None], self.n_words + np.arange(self.k)]   # (x rare class, b)
+        Cb = self.R[xlr[:, None], self.nf + np.arange(self.k)]   # (x rare class, b)
         gain += (_xlogx(Cb + vlr[:, None]) - _xlogx(Cb)).sum(0)
         gain -= 2 * (_xlogx(self.size + n_w) - _xlogx(self.size))
         return gain

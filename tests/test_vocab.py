@@ -480,3 +480,20 @@ def test_moved_names_still_import_from_vocab():
                                      tokenizer_config={"type": "char"})
     assert vocab.vocab_dict_problem(d) is None and Vocabulary(d).to_dict() is d
     assert [t[0] for t in d["tokens"]] == ["a", "</s>", "<unk-名詞>"]
+
+
+def test_exchange_tables_grow_with_the_vocabulary_not_with_the_rare_types():
+    """The class-bigram tables hold a column per kept word and per class:
+    a million rare types cost no more table than a thousand."""
+    from qrnn_lm.wordvec import _Exchange, exchange_clusters, class_bigram_loglik
+    rng = np.random.default_rng(0)
+    n_words, n_rare, k = 5000, 4900, 8
+    stream = rng.integers(0, n_words, size=30000)
+    rare = np.arange(100, n_words)
+    ex = _Exchange(stream, rare, n_words, k, chunk=1 << 12)
+    assert ex.R.shape == (k, 100 + k) and ex.L.shape == (k, 100)
+    # and the clustering still raises the class-bigram likelihood over its start
+    labels = exchange_clusters(stream, rare, n_words, k, max_iter=2)
+    start = np.empty(n_rare, dtype=np.int64)
+    start[ex.order] = np.arange(n_rare) % k
+    assert class_bigram_loglik(stream, rare, labels, n_words) > class_bigram_loglik(stream, rare, start, n_words)
