@@ -120,6 +120,39 @@ def fasttext_vectors(sentences: Sequence[Sequence[str]], words: Sequence[str], *
     return x / np.maximum(n, 1e-12), has
 
 
+class _KeyCounts:
+    """Counts of int64 keys added chunk by chunk: each chunk's (unique keys,
+    counts) are merged into the running total whenever the pending chunks
+    outgrow it, so memory stays a small multiple of the distinct keys (not
+    of the chunks seen, as when every chunk's counts are kept to the end)."""
+
+    MIN_MERGE = 1 << 20   # pending keys below this are not worth a merge
+
+    def __init__(self):
+        self.u, self.c = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self.parts, self.pending = [], 0
+
+    def add(self, keys: np.ndarray) -> None:
+        u, c = np.unique(keys, return_counts=True)
+        self.parts.append((u, c.astype(np.float64)))
+        self.pending += len(u)
+        if self.pending > max(len(self.u), self.MIN_MERGE):
+            self._merge()
+
+    def _merge(self) -> None:
+        if self.parts:
+            u = np.concatenate([self.u] + [p[0] for p in self.parts])
+            c = np.concatenate([self.c] + [p[1] for p in self.parts])
+            self.u, inv = np.unique(u, return_inverse=True)
+            self.c = np.bincount(inv, weights=c, minlength=len(self.u))
+        self.parts, self.pending = [], 0
+
+    def total(self) -> tuple:
+        """(sorted unique keys int64, their counts float64)."""
+        self._merge()
+        return self.u, self.c
+
+
 def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
                      window: int = 2, context_words: int = 5000, dim: int = 64,
                      seed: int = 0, chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +182,7 @@ def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
     row_of = np.full(n_words, -1, dtype=np.int64)
     row_of[rows] = np.arange(len(rows))
 
-    parts = []  # (unique keys, counts) per chunk; key = row * n_ctx + col
+    counts = _KeyCounts()  # key = row * n_ctx + col
     for s in range(0, n, chunk):
         a = np.asarray(stream[max(0, s - window):min(n, s + chunk + window)], dtype=np.int64)
         lo = s - max(0, s - window)  # the centre positions this chunk owns
@@ -163,11 +196,8 @@ def ppmi_svd_vectors(stream: np.ndarray, rows: np.ndarray, n_words: int, *,
                 c = col_of[a[other[ok]]]
                 r = row_of[a[sel[ok]]]
                 keys.append(r[c >= 0] * n_ctx + c[c >= 0])
-        parts.append(np.unique(np.concatenate(keys), return_counts=True))
-    all_u = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    all_c = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    u, inv = np.unique(all_u, return_inverse=True)
-    c = np.bincount(inv, weights=all_c).astype(np.float64)
+        counts.add(np.concatenate(keys))
+    u, c = counts.total()
     r = u // n_ctx
     col = u % n_ctx
     n_rows = len(rows)
@@ -316,20 +346,14 @@ def _rare_bigram_counts(stream, slot: np.ndarray, n_words: int, chunk: int) -> t
     reading ``stream`` in chunks."""
     n = len(stream)
     freq = np.zeros(n_words, dtype=np.int64)
-    pairs = []
+    pairs = _KeyCounts()
     for s in range(0, n, chunk):  # a chunk owns positions s..s+chunk-1 and the bigrams they start
         a = np.asarray(stream[s:min(n, s + chunk + 1)], dtype=np.int64)
         freq += np.bincount(a[:chunk], minlength=n_words)
         left, right = a[:-1], a[1:]
         sel = ((slot[left] >= 0) | (slot[right] >= 0)) & (left != right)
-        pairs.append(np.unique(left[sel] * n_words + right[sel], return_counts=True))
-    if pairs:
-        u = np.concatenate([p[0] for p in pairs])
-        c = np.concatenate([p[1] for p in pairs])
-        u, inv = np.unique(u, return_inverse=True)
-        c = np.bincount(inv, weights=c).astype(np.float64)
-    else:
-        u, c = np.zeros(0, np.int64), np.zeros(0)
+        pairs.add(left[sel] * n_words + right[sel])
+    u, c = pairs.total()
     return freq, u // n_words, u % n_words, c
 
 

@@ -497,3 +497,19 @@ def test_exchange_tables_grow_with_the_vocabulary_not_with_the_rare_types():
     start = np.empty(n_rare, dtype=np.int64)
     start[ex.order] = np.arange(n_rare) % k
     assert class_bigram_loglik(stream, rare, labels, n_words) > class_bigram_loglik(stream, rare, start, n_words)
+
+
+def test_chunked_key_counts_merge_as_they_go(monkeypatch):
+    from qrnn_lm import wordvec
+    monkeypatch.setattr(wordvec._KeyCounts, "MIN_MERGE", 50)
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(0, 300, size=rng.integers(0, 200)) for _ in range(60)]
+    kc, held = wordvec._KeyCounts(), []
+    for ch in chunks:
+        kc.add(ch)
+        held.append(kc.pending)
+    u, c = kc.total()
+    ref_u, ref_c = np.unique(np.concatenate(chunks), return_counts=True)
+    np.testing.assert_array_equal(u, ref_u)
+    np.testing.assert_array_equal(c, ref_c)
+    assert max(held) <= 300 + 200   # never more pending than the distinct keys and a chunk
