@@ -12,6 +12,7 @@ scores text (``total_nll``, ``bits_per_char``) and holds ``LanguageModel``.
 """
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 
@@ -90,17 +91,25 @@ class LanguageModel:
         self.bptt = bptt
         self.max_len = max_len or 4 * bptt  # sentence models: the longest piece, as in training
         self.device = torch.device(device)
+        self.mixture = None   # a qrnn_lm.ngram.Mixture: the run's n-gram mixed in (from_checkpoint)
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "cpu") -> "LanguageModel":
+    def from_checkpoint(cls, path: str, device: str = "cpu", ngram: bool = True) -> "LanguageModel":
         """``path``: a run directory written by ``--save`` (its best checkpoint
         is used) or a checkpoint file.  ``device``: where the model runs
-        ("cpu", "cuda", "cuda:1", a torch.device)."""
+        ("cpu", "cuda", "cuda:1", a torch.device).  ``ngram``: mix in the
+        run's n-gram (``ngram.npz`` beside the checkpoint) when it has one."""
         device = _usable_device(device)
         ckpt = load_checkpoint(path)
         vocab = load_vocab_dict(ckpt["vocab"], ckpt["path"])
         model = build_model(ckpt, vocab)
-        return cls(model, vocab, **inference_settings(ckpt), device=device)
+        lm = cls(model, vocab, **inference_settings(ckpt), device=device)
+        if ngram:
+            from qrnn_lm.ngram import load_mixture
+            identity = (ckpt.get("dataset") or {}).get("vocab_sha256") if isinstance(ckpt.get("dataset"), dict) \
+                else None
+            lm.mixture = load_mixture(ckpt["path"], len(vocab), identity)
+        return lm
 
     # -- score -------------------------------------------------------------
     def encode_text(self, text: str) -> tuple:
@@ -127,7 +136,12 @@ class LanguageModel:
                                       train=False)
         else:
             batches = StreamBatches(ids, self.vocab.eos_id, 1, self.bptt * max(batch_size, 1), train=False)
-        nll, n = total_nll(self.model, batches, self.device, stream=self.batching != "sentences")
+        if self.mixture is not None:   # per token: the network's loss mixed with the n-gram's
+            from qrnn_lm.token_scores import token_losses
+            nn, _, _, _ = token_losses(self, ids, batch_size=batch_size, top=0, mix=False)
+            nll, n = float(self.mixture.token_nll(ids, self.vocab.eos_id, nn).sum()), len(ids)
+        else:
+            nll, n = total_nll(self.model, batches, self.device, stream=self.batching != "sentences")
         return {"ppl": _safe_exp(nll / n), "bpc": bits_per_char(nll, float(rare_logp.sum()), chars),
                 "nll": nll / n, "tokens": n, "characters": chars}
 
@@ -167,10 +181,14 @@ class LanguageModel:
             last_eos = len(context) - 1 - context[::-1].index(eos)
             context = context[last_eos:]
         x = torch.tensor(context, dtype=torch.long, device=self.device).unsqueeze(1)
+        history = collections.deque(context, maxlen=16)   # the n-gram's history: the last tokens fed
         for _ in range(max_tokens):
             feats, state = self.model(x, state)
             logp = self.model.log_probs(feats[-1, 0].unsqueeze(0))[0].float().cpu()
+            if self.mixture is not None:
+                logp = torch.from_numpy(self.mixture.next_log_probs(history, logp.double().numpy())).float()
             nxt = self._sample(logp, temperature, top_k, top_p, banned, gen)
+            history.append(nxt)
             if self.vocab.is_bucket(nxt):
                 yield self.vocab.sample_word(nxt, gen)
             else:

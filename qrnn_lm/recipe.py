@@ -32,6 +32,7 @@ from .amp import choose_amp
 from .errors import QrnnLmError
 from .model import ModelConfig, RNNLanguageModel
 from .model_size import FLAG_OF, check_flag_sizes, check_model_size
+from .ngram import AUTO_MAX_TOKENS as NGRAM_AUTO_MAX_TOKENS, DEFAULT_ORDER as NGRAM_ORDER, MAX_ORDER as MAX_NGRAM_ORDER
 from .run_data import (PREPARE_FLAGS, PrepareFailed, eval_batches_for, load_data,  # noqa: F401 (the recipe's data)
                        prepare_on_the_fly, prepare_settings, resolve_vectors_path)
 
@@ -73,6 +74,9 @@ def check_flags(args) -> None:
         bad(f"--min-lr-ratio must be in [0, 1], not {args.min_lr_ratio}.")
     if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
         bad(f"--lr-decay must be in (0, 1], not {args.lr_decay}.")
+    ngram = getattr(args, "ngram", None)
+    if ngram is not None and not 0 <= ngram <= MAX_NGRAM_ORDER:
+        bad(f"--ngram must be an order from 1 to {MAX_NGRAM_ORDER}, or 0 for none; not {ngram}.")
     if getattr(args, "take_over", None) and args.resume is None:
         bad("--take-over takes over the lock of a run you continue; give it with --resume.")
     if args.seed is not None and not (isinstance(args.seed, int) and 0 <= args.seed < 2 ** 63):
@@ -145,7 +149,7 @@ FIXED_ON_RESUME = ("rnn", "emsize", "nhid", "nlayers", "window", "tied", "softma
 # Flags that may change on resume (reported in one line when they do).
 CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "max_minutes", "lr", "schedule", "min_lr_ratio", "lr_decay",
                         "warmup_steps", "wdecay", "clip", "eval_interval", "eval_batch_size", "log_interval",
-                        "device", "amp", "no_progress")
+                        "device", "amp", "no_progress", "ngram")
 # Flags of one session only: never taken from the checkpoint (--take-over: take the run
 # directory's lock even when it looks alive, e.g. left on a preempted machine).
 SESSION_ONLY = ("resume", "save", "take_over")
@@ -230,9 +234,10 @@ def fill_defaults(flags: dict, *, train_tokens: int, vocab_size: int, device: st
                            minutes=flags["max_minutes"], max_steps=flags["max_steps"], epochs=flags["epochs"],
                            optimizer=flags["optimizer"], rnn=flags["rnn"], batch_size=flags["batch_size"],
                            bptt=flags["bptt"])
+    rule["ngram"] = NGRAM_ORDER if train_tokens <= NGRAM_AUTO_MAX_TOKENS else 0
     chosen = {}
     for k, v in rule.items():
-        if flags[k] is None:
+        if flags.get(k) is None:
             flags[k] = chosen[k] = v
     if flags["schedule"] == "plateau" and flags["eval_interval"] is None:
         flags["eval_interval"] = 0     # plateau decay: validate each epoch, as awd-lstm-lm

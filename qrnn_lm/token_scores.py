@@ -69,12 +69,16 @@ def _flat(t):
 
 
 @torch.no_grad()
-def token_losses(lm, ids: np.ndarray, *, batch_size: int = 32, top: int = 5, deadline: float | None = None):
+def token_losses(lm, ids: np.ndarray, *, batch_size: int = 32, top: int = 5, deadline: float | None = None,
+                 mix: bool = True):
     """Per-token ``-log P(id | history)`` (nats, float64, in text order), the
     top-``top`` output ids and their log-probabilities at each position, and
     the float64 sum of the losses in the order :meth:`LanguageModel.score`
     adds them.  ``deadline`` (a ``time.monotonic()`` value): QrnnLmError once
-    passed."""
+    passed.  With an n-gram mixed in (``lm.mixture``) and ``mix``, all of
+    these are the mixture's."""
+    if mix and getattr(lm, "mixture", None) is not None:
+        return _mixed_losses(lm, ids, batch_size=batch_size, top=top, deadline=deadline)
     model, n = lm.model, len(ids)
     batches, where = _batches(lm, ids, batch_size)
     stream = lm.batching != "sentences"
@@ -109,6 +113,48 @@ def token_losses(lm, ids: np.ndarray, *, batch_size: int = 32, top: int = 5, dea
     finally:
         model.train(was_training)
     return nll_at, top_ids, top_lp, total
+
+
+def _mixed_losses(lm, ids: np.ndarray, *, batch_size: int, top: int, deadline: float | None):
+    """:func:`token_losses` of the network mixed with ``lm.mixture``: the
+    per-token losses mixed, and the top outputs of the mixed distribution
+    (the network's log-probabilities over every output at each position,
+    recomputed from its features, mixed with the n-gram's)."""
+    mixture, eos = lm.mixture, lm.vocab.eos_id
+    nn, _, _, _ = token_losses(lm, ids, batch_size=batch_size, top=0, deadline=deadline, mix=False)
+    nll_at = mixture.token_nll(ids, eos, nn)
+    k = max(0, min(top, len(lm.vocab)))
+    top_ids, top_lp = np.zeros((len(ids), k), dtype=np.int64), np.zeros((len(ids), k), dtype=np.float64)
+    if k:
+        stream = np.concatenate([[eos], np.asarray(ids, dtype=np.int64)])
+        for pos, rows in _network_log_probs(lm, ids, batch_size, deadline):
+            for t, row in zip(pos.tolist(), rows):
+                lp = mixture.next_log_probs(stream[max(0, t + 1 - 16):t + 1], row)
+                order = np.argsort(-lp, kind="stable")[:k]
+                top_ids[t], top_lp[t] = order, lp[order]
+    return nll_at, top_ids, top_lp, float(nll_at.sum())
+
+
+@torch.no_grad()
+def _network_log_probs(lm, ids: np.ndarray, batch_size: int, deadline: float | None):
+    """Yield (positions in ``ids``, the network's ln P over every output
+    there: float64 (len(positions), V)), a few hundred positions at a time."""
+    model = lm.model
+    batches, where = _batches(lm, ids, batch_size)
+    stream, state = lm.batching != "sentences", None
+    for (_, x, y), (_, _, wy) in zip(batches.epoch(0), where.epoch(0)):
+        if deadline is not None and time.monotonic() > deadline:
+            raise QrnnLmError("scoring took longer than the time limit of a request; give a shorter text.")
+        x, y = x.to(lm.device), y.to(lm.device)
+        feats, new_state = model(x, state if stream else None)
+        keep = _flat(y) >= 0
+        pos = _flat(wy)[keep.cpu()].numpy()
+        feats = (feats.data if isinstance(feats, torch.nn.utils.rnn.PackedSequence) else feats)
+        feats = feats.reshape(-1, feats.size(-1))[keep]
+        for r in range(0, len(pos), _ROWS):
+            yield pos[r:r + _ROWS], model.log_probs(feats[r:r + _ROWS]).double().cpu().numpy()
+        if stream:
+            state = model.detach_state(new_state)
 
 
 def _token_record(vocab, surface: str, i: int, nll: float, rare: float, tops, top_lps) -> dict:

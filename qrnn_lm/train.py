@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from qrnn_lm import amp, distributed
+from qrnn_lm import amp, distributed, run_ngram
 from qrnn_lm.checkpoint import (RunParts, TrainState, build_model, check_resumable, load_checkpoint,  # noqa: F401
                                 load_vocab_dict, rank_snapshot, resume_training, to_device, to_plain, vocab_tokens,
                                 write_checkpoint)
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip", type=float, default=None, help="gradient norm clipping (0.25; 0: off)")
     t.add_argument("--seed", type=seed_value, default=None, help="random seed (1111)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    t.add_argument("--ngram", type=int, default=None, metavar="ORDER",
+                   help="mix the network with a Kneser-Ney n-gram of this order counted over the training ids "
+                        "(0: none; default 5 when the training split has at most 10M tokens; one process only)")
     t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None,
                    help="autocast: bf16 (CPU or CUDA) or fp16 (CUDA); default off, or bf16 on a CPU with native "
                         "bf16 where a bf16 step measured >= 1.1x faster (QRNN_LM_AMP_PROBE=0: don't measure)")
@@ -248,7 +251,7 @@ def setup(args, given: set, locks: list) -> Run:
                                 vocab_size=len(vocab), device=device.type, log=log,
                                 decide_amp=lambda flags: decide_amp(flags, world, device, splits, len(vocab), probe))
     run = setup_model(settings, world, device, ckpt, vocab, splits)
-    run.state.elapsed += probe["seconds"]   # a new run's bf16 measurement is part of its time budget
+    run.state.elapsed += probe["seconds"] + run_ngram.count(run, clock)   # bf16 probe, n-gram: in the budget
     c = run.raw_model.config
     log(f"model: {c.rnn.upper()} {c.nlayers}x{c.nhid}, emsize {c.emsize}, {c.softmax} softmax over "
         f"{c.vocab_size} outputs, {run.parameters / 1e6:.2f}M parameters; device {device}"
@@ -487,7 +490,9 @@ def final_evaluation(run: Run) -> int:
         if name in run.eval_batches:
             results[name] = evaluate(run, name)
             run.runlog.final(name, s.step, results[name])
-    run.runlog.results(run.save, s, chosen=run.settings.chosen, parameters=run.parameters, **results)
+    mixed = run_ngram.mix(run, results)   # then the run's figures are the mixture's, as `evaluate` reports
+    run.runlog.results(run.save, s, chosen=run.settings.chosen, parameters=run.parameters,
+                       **(dict(mixed["splits"], network=results, ngram=mixed) if mixed else results))
     return 0
 
 

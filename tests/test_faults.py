@@ -267,7 +267,9 @@ def test_disk_full_in_prepare(corpus, tmp_path, capsys, monkeypatch, fail_at):
     assert prep(corpus, out) == 0
     before = snapshot(out)
     full = _FullDisk(fail_at, after=100)
-    monkeypatch.setattr(P, "open", full, raising=False)
+    from qrnn_lm import rawfile
+    for module in (P, rawfile):   # prepare's files, and the raw id streams it writes through rawfile
+        monkeypatch.setattr(module, "open", full, raising=False)
     capsys.readouterr()
     rc = prep(corpus, out, "--force", "--vocab-size", "8")
     monkeypatch.undo()

@@ -97,7 +97,7 @@ def test_token_scores_are_at_the_right_positions(runs):
     one per line from a zero state (sentences)."""
     text = "猫が魚を食べる。犬が本を読む。\n鳥が花を見る。\n先生が手紙を書く。"
     for which in ("a", "sent"):
-        lm = LanguageModel.from_checkpoint(runs[which])
+        lm = LanguageModel.from_checkpoint(runs[which], ngram=False)   # the network's own positions
         r = inspect_text(lm, text, batch_size=1)
         ids, _, _ = lm.encode_text(text)
         stream = np.concatenate([[lm.vocab.eos_id], ids])
@@ -117,9 +117,29 @@ def test_token_scores_are_at_the_right_positions(runs):
                     [lm.vocab.id_to_token(int(i)) for i in lp.argmax(-1)]
 
 
+def test_token_scores_of_a_run_with_an_ngram_are_the_mixtures(runs):
+    text = "猫が魚を食べる。犬が本を読む。\n鳥が花を見る。"
+    lm = LanguageModel.from_checkpoint(runs["a"])
+    assert lm.mixture is not None
+    net = LanguageModel.from_checkpoint(runs["a"], ngram=False)
+    ids, _, _ = lm.encode_text(text)
+    nn = np.array([t["model_bits"] * LN2 for t in inspect_text(net, text)["tokens"]])
+    r = inspect_text(lm, text)
+    want = lm.mixture.token_nll(ids, lm.vocab.eos_id, nn)
+    np.testing.assert_allclose([t["model_bits"] * LN2 for t in r["tokens"]], want, rtol=1e-6)
+    stream = np.concatenate([[lm.vocab.eos_id], ids])
+    with torch.no_grad():
+        feats, _ = net.model(torch.from_numpy(stream[:-1]).long().unsqueeze(1))
+        lp = net.model.log_probs(feats[:, 0]).double().numpy()
+    for t in (0, 3, len(ids) - 1):
+        mixed = lm.mixture.next_log_probs(stream[max(0, t - 15):t + 1], lp[t])
+        assert r["tokens"][t]["top"][0]["token"] == lm.vocab.id_to_token(int(np.argmax(mixed)))
+        assert r["tokens"][t]["top"][0]["p"] == pytest.approx(float(np.exp(mixed.max())), rel=1e-6)
+
+
 def test_compare(runs):
     text = "猫が魚を食べる。\n鳥が本を読む。"
-    a, b = LanguageModel.from_checkpoint(runs["a"]), LanguageModel.from_checkpoint(runs["b"])
+    a, b = (LanguageModel.from_checkpoint(runs[n], ngram=False) for n in ("a", "b"))
     c = compare_texts(a, b, text)
     assert c["reason"] is None
     assert c["diff"] == [tb["bits"] - ta["bits"] for ta, tb in zip(c["a"]["tokens"], c["b"]["tokens"])]

@@ -1,0 +1,93 @@
+"""The n-gram of a training run (``--ngram ORDER``, :mod:`qrnn_lm.ngram`):
+counted over the training ids when the run starts (its seconds count in the
+budget), mixed with the trained network at the end with the weight that
+minimises the validation loss, and kept in the run directory for
+``evaluate``, ``generate`` and ``serve``."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from . import ngram
+from .data import eos_stream
+from .lm import LanguageModel, bits_per_char
+from .token_scores import token_losses
+
+
+def _identity(run) -> str | None:
+    return getattr(run.vocab, "dataset_identity", None)
+
+
+def count(run, clock=time.monotonic) -> float:
+    """Count the run's n-gram unless its run directory already holds this
+    one; returns the seconds it took on ``clock`` (train.py's training-time
+    clock; 0 when there was nothing to do)."""
+    order = run.settings.ngram
+    if not order or not run.world.is_master:
+        return 0.0
+    if run.world.size > 1:
+        run.log(f"n-gram: --ngram {order} is for one process; this torchrun run trains the network alone.")
+        return 0.0
+    meta = ngram.read_meta(run.save)
+    if (meta is not None and meta.get("order") == order and meta.get("dataset") == _identity(run)
+            and os.path.isfile(os.path.join(run.save, ngram.FILE))):
+        return 0.0
+    t0 = clock()
+    train = run.splits["train"]
+    kn = ngram.KneserNey(order).fit(eos_stream(np.asarray(train.ids), run.vocab.eos_id), len(run.vocab))
+    n = sum(len(k) for k in kn.keys[2:]) + len(run.vocab)
+    ngram.save(run.save, kn, {"order": order, "dataset": _identity(run), "weight": None, "ngrams": n,
+                              "train_tokens": train.tokens})
+    seconds = clock() - t0
+    size = os.path.getsize(os.path.join(run.save, ngram.FILE))
+    run.log(f"n-gram: {order}-gram counted over {train.tokens:,} training tokens in {seconds:.1f} s ({n / 1e6:.2f}M "
+            f"n-grams, {size / 2 ** 20:.0f} MB in {ngram.FILE}); the network is mixed with it at the end")
+    return seconds
+
+
+def _nll(lm, split, eos_id: int, kn) -> tuple:
+    """Per-token nats of the network (as ``evaluate`` scores it) and of the n-gram."""
+    ids = np.asarray(split.ids, dtype=np.int64)
+    nn, _, _, _ = token_losses(lm, ids, top=0)
+    return nn, -kn.log_probs(eos_stream(ids, eos_id))
+
+
+def mix(run, network: dict) -> dict | None:
+    """At the end of training: the mixing weight from the validation split,
+    then each held-out split's figures of the mixture (the shape of
+    ``network``, train.py's figures of the network alone: {split: {"loss",
+    "ppl", "bpc", "tokens"}}), with the network's and the n-gram's bpc
+    beside them; printed and saved in ngram.json.  None when the run has no
+    n-gram."""
+    meta = ngram.read_meta(run.save)
+    if (not run.settings.ngram or run.world.size > 1 or meta is None
+            or not os.path.isfile(os.path.join(run.save, ngram.FILE))):
+        return None
+    kn = ngram.load(run.save, len(run.vocab))
+    s = run.settings
+    lm = LanguageModel(run.raw_model, run.vocab, batching=s.batching, bptt=s.bptt, max_len=s.max_len,
+                       device=run.device)
+    eos = run.vocab.eos_id
+    losses = {name: _nll(lm, run.splits[name], eos, kn) for name in network}
+    if "valid" in losses:
+        weight, source = ngram.best_weight(*losses["valid"]), "from the validation split"
+    else:
+        weight, source = 0.5, "an even mix: no validation split"
+    figures = {}
+    for name, (nn, kl) in losses.items():
+        split, rare = run.splits[name], float(np.sum(run.splits[name].rare_logp, dtype=np.float64))
+        mixed = ngram.mixed_nll(nn, kl, weight)
+        loss = float(mixed.sum()) / max(len(nn), 1)
+        figures[name] = {"loss": loss, "ppl": math.exp(min(loss, 700)), "tokens": len(nn),
+                         "bpc": bits_per_char(float(mixed.sum()), rare, split.characters),
+                         "network_bpc": network[name]["bpc"],
+                         "ngram_bpc": bits_per_char(float(kl.sum()), rare, split.characters)}
+        f = figures[name]
+        run.log(f"| end of training | {name} bpc {f['bpc']:.4f} with the {kn.order}-gram mixed in "
+                f"(network alone {f['network_bpc']:.4f}, {kn.order}-gram alone {f['ngram_bpc']:.4f}; weight "
+                f"{weight:.2f} on the network, {source}) |")
+    ngram.save_meta(run.save, dict(meta, weight=weight, weight_from=source, figures=figures))
+    return {"order": kn.order, "weight": weight, "weight_from": source, "splits": figures}

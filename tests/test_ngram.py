@@ -1,0 +1,133 @@
+"""The n-gram mixed with the network (qrnn_lm.ngram, --ngram): a normalised
+mixture, the weight that minimises the validation loss, storage that refuses
+damaged files, and a run whose figures are the ones `evaluate` reports."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from qrnn_lm import ngram, train as train_mod
+from qrnn_lm.errors import QrnnLmError
+from qrnn_lm.lm import LanguageModel
+from conftest import TINY, assert_one_sentence_error, run_cli
+
+
+def _stream(n=3000, V=20, seed=0):
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, V, n)
+    s[::5] = 0
+    s[1::5] = 7
+    return s
+
+
+def test_saved_ngram_gives_the_same_probabilities(tmp_path):
+    kn = ngram.KneserNey(4).fit(_stream(), 23)
+    ngram.save(str(tmp_path), kn, {"order": 4, "weight": None})
+    back = ngram.load(str(tmp_path), 23)
+    test = _stream(300, seed=1)
+    np.testing.assert_array_equal(kn.log_probs(test), back.log_probs(test))
+    for h in ([], [0], [0, 7, 3]):
+        np.testing.assert_array_equal(kn.next_probs(h), back.next_probs(h))
+    assert ngram.read_meta(str(tmp_path)) == {"order": 4, "weight": None}
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage", ["outputs", "unsorted", "range", "negative", "truncated", "garbage"])
+def test_a_damaged_ngram_file_is_one_sentence(tmp_path, damage):
+    kn = ngram.KneserNey(3).fit(_stream(), 23)
+    ngram.save(str(tmp_path), kn, {"order": 3, "weight": 0.5})
+    path = str(tmp_path / ngram.FILE)
+    if damage == "outputs":
+        _rewrite(path, V=np.array([99]))
+    elif damage == "unsorted":
+        _rewrite(path, keys3=kn.keys[3][::-1].copy())
+    elif damage == "range":
+        keys = kn.keys[2].copy()
+        keys[-1] = 23 * 23 + 5
+        _rewrite(path, keys2=keys)
+    elif damage == "negative":
+        c = kn.levels[0]["count"].copy()
+        c[0] = -1
+        _rewrite(path, count1=c)
+    elif damage == "truncated":
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:len(data) // 2])
+    else:
+        open(path, "wb").write(b"\x93NUMPY not really")
+    with pytest.raises(QrnnLmError, match="ngram.npz"):
+        ngram.load(str(tmp_path), 23)
+
+
+def test_mixture_is_normalised_and_the_weight_minimises_the_loss():
+    kn = ngram.KneserNey(3).fit(_stream(), 23)
+    rng = np.random.default_rng(0)
+    nn_lp = np.log(rng.dirichlet(np.ones(23)))
+    for w in (0.0, 0.3, 1.0):
+        p = np.exp(ngram.Mixture(kn, w).next_log_probs([0, 7], nn_lp))
+        assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    a, b = rng.exponential(2.0, 500), rng.exponential(2.0, 500)
+    w = ngram.best_weight(a, b)
+    grid = np.linspace(0, 1, 1001)
+    losses = [ngram.mixed_nll(a, b, g).sum() for g in grid]
+    assert ngram.mixed_nll(a, b, w).sum() <= min(losses) + 1e-9
+    # a mixture of p and q: -ln(w e^-a + (1-w) e^-b), exactly
+    assert ngram.mixed_nll([1.0], [2.0], 0.25)[0] == pytest.approx(-math.log(0.25 * math.exp(-1) + 0.75 * math.exp(-2)))
+    # one model always better: the weight goes to its edge
+    assert ngram.best_weight(np.full(50, 0.1), np.full(50, 3.0)) == 1.0
+    assert ngram.best_weight(np.full(50, 3.0), np.full(50, 0.1)) == 0.0
+
+
+def test_a_run_mixes_its_ngram_and_evaluate_generate_use_it(char_data, tmp_path):
+    run = str(tmp_path / "run")
+    rc = train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "15", "--ngram", "3"])
+    assert rc == 0
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert res["ngram"]["order"] == 3 and 0 <= res["ngram"]["weight"] <= 1
+    assert res["network"]["test"]["bpc"] == res["test"]["network_bpc"]
+    # the mixture is never worse on validation than either model alone (the weight is chosen there)
+    v = res["valid"]
+    assert v["bpc"] <= min(v["network_bpc"], v["ngram_bpc"]) + 1e-9
+    test_txt = os.path.join(os.path.dirname(char_data), "test.txt")
+    lm = LanguageModel.from_checkpoint(run)
+    assert lm.mixture is not None and lm.mixture.weight == res["ngram"]["weight"]
+    text = open(test_txt, encoding="utf-8").read()
+    assert lm.score(text)["bpc"] == pytest.approx(res["test"]["bpc"], rel=1e-9)
+    alone = LanguageModel.from_checkpoint(run, ngram=False)
+    assert alone.mixture is None
+    assert alone.score(text)["bpc"] == pytest.approx(res["network"]["test"]["bpc"], rel=1e-6)
+    assert lm.generate("", max_tokens=30, seed=3) == lm.generate("", max_tokens=30, seed=3)
+    # an n-gram of another dataset is refused by name
+    meta = json.load(open(os.path.join(run, ngram.META)))
+    meta["dataset"] = "0" * 64
+    json.dump(meta, open(os.path.join(run, ngram.META), "w"))
+    with pytest.raises(QrnnLmError, match="another dataset"):
+        LanguageModel.from_checkpoint(run)
+
+
+def test_ngram_0_trains_the_network_alone_and_bad_orders_are_refused(char_data, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "5", "--ngram", "0"]) == 0
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert "ngram" not in res and not os.path.exists(os.path.join(run, ngram.FILE))
+    capsys.readouterr()
+    rc = train_mod.main(["--data", char_data, "--save", str(tmp_path / "r2"), *TINY, "--ngram", "11"])
+    assert_one_sentence_error(rc, capsys.readouterr().err, "--ngram")
+
+
+def test_evaluate_cli_reports_the_runs_figures(char_data, tmp_path):
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "10"]) == 0
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert res["ngram"]["order"] == ngram.DEFAULT_ORDER          # on by default for a small corpus
+    test_txt = os.path.join(os.path.dirname(char_data), "test.txt")
+    r = run_cli(["-m", "qrnn_lm", "evaluate", "--checkpoint", run, "--file", test_txt])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bpc"] == pytest.approx(res["test"]["bpc"], rel=1e-9)
