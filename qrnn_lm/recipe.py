@@ -88,6 +88,11 @@ def check_flags(args) -> None:
 # -----------------------------------------------------------------------------
 # the defaults rule: what a run is not told, from corpus size, device and budget
 # -----------------------------------------------------------------------------
+#: Tokens a 5-minute CPU budget allows at the rule's speed: from there on a CPU
+#: run gets QRNN 2x384, emsize 192 (measured: docs/RESULTS.md "What a budget buys").
+CPU_GROWN_TOKENS = 12_000.0 * 60.0 * 5
+
+
 def choose_defaults(*, train_tokens: int, vocab_size: int, device: str, minutes: float = 0.0, max_steps: int = 0,
                     epochs: int = 0, optimizer: str = "adamw", rnn: str = "qrnn", batch_size: int | None = None,
                     bptt: int | None = None) -> dict:
@@ -96,9 +101,12 @@ def choose_defaults(*, train_tokens: int, vocab_size: int, device: str, minutes:
     The rule (README "Defaults", DESIGN.md section 4; measured on the 2.1M-token
     Japanese corpus, docs/RESULTS.md "What a budget buys"):
 
-    - CPU: a 2x256 QRNN with emsize 128 (~2.4M parameters at 5k outputs),
-      batch 32 x bptt 35: what a few CPU minutes can fit.  A GPU processes
-      ~20x more tokens per second: 3x1024, emsize 400, batch 64 x 70.
+    - CPU: a 2x256 QRNN with emsize 128 (~1.4M parameters at 5k outputs),
+      batch 32 x bptt 35: what a few CPU minutes can fit; from a 5-minute
+      budget on (CPU_GROWN_TOKENS), 2x384 with emsize 192 (at 5 minutes on
+      ja-debian-docs its network reached 2.593 test BPC against 2.623 for
+      2x256, one seed each).  A GPU processes ~20x more tokens per second:
+      3x1024, emsize 400, batch 64 x 70.
     - dropout from the passes over the corpus the budget allows: 0.1 under 2
       (the data is barely seen once; regularising costs more than it saves),
       0.2 under 8, 0.3 beyond (with word dropout 0.1).
@@ -128,8 +136,10 @@ def choose_defaults(*, train_tokens: int, vocab_size: int, device: str, minutes:
         drop, drope = 0.2, 0.0
     else:
         drop, drope = 0.3, 0.1
+    grown = not cuda and tokens >= CPU_GROWN_TOKENS   # a CPU budget of 5 minutes or more: a wider model
     return {
-        "emsize": 400 if big else 128, "nhid": 1024 if big else 256, "nlayers": 3 if big else 2,
+        "emsize": 400 if big else (192 if grown else 128), "nhid": 1024 if big else (384 if grown else 256),
+        "nlayers": 3 if big else 2,
         "batch_size": batch_size, "bptt": bptt,
         "dropout": drop, "dropouth": drop, "dropouti": drop, "dropoute": drope,
         "softmax": "adaptive" if vocab_size > 2000 else "full",

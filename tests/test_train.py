@@ -175,9 +175,12 @@ def test_plateau_schedule_still_available(char_data, tmp_path):
 
 
 def test_defaults_rule():
-    cpu = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=5066, device="cpu", minutes=5)
+    cpu = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=5066, device="cpu", minutes=2)
     assert (cpu["nlayers"], cpu["nhid"], cpu["emsize"], cpu["softmax"]) == (2, 256, 128, "adaptive")
     assert cpu["dropout"] == 0.1 and cpu["dropoute"] == 0.0        # under two passes over the corpus
+    grown = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=5066, device="cpu", minutes=5)
+    assert (grown["nlayers"], grown["nhid"], grown["emsize"]) == (2, 384, 192)   # a longer budget, a wider model
+    assert train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=5066, device="cpu", minutes=4.9)["nhid"] == 256
     many = train_mod.choose_defaults(train_tokens=100_000, vocab_size=500, device="cpu", minutes=30)
     assert many["dropout"] == 0.3 and many["dropoute"] == 0.1 and many["softmax"] == "full"
     gpu = train_mod.choose_defaults(train_tokens=2_000_000, vocab_size=50_000, device="cuda", minutes=5)

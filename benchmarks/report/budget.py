@@ -29,7 +29,7 @@ def budget_section(result: dict, json_path: str, md_dir: str, rel: str) -> list:
              "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
              "not start-up or the final evaluation.",
              "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
-             "(steps, million tokens trained).", *peer_notes(rows, meta), ""]
+             "(steps, million tokens trained; for a run with its n-gram mixed in, the network's own BPC too).", *peer_notes(rows, meta), ""]
             + budget_table(rows) + [""] + budget_findings(rows)
             + ["", f"![test BPC against budget]({rel}/bpc_vs_budget.png)", "",
                f"Per-run rows (commands, steps, tokens, load): [{link}]({link}).", ""])
@@ -84,8 +84,10 @@ def budget_table(rows: list) -> list:
                 continue
             spread = f" ±{(max(r['test_bpc'] for r in rs) - min(r['test_bpc'] for r in rs)) / 2:.3f}, n={len(rs)}" \
                 if len(rs) > 1 else ""
+            net = [r["network_test_bpc"] for r in rs if r.get("ngram_weight") is not None]
+            alone = f"; network alone {sum(net) / len(net):.3f}" if len(net) == len(rs) else ""
             cells.append(f"{_mean(rs, 'test_bpc'):.3f}{spread} ({_mean(rs, 'steps'):.0f}, "
-                         f"{_mean(rs, 'tokens') / 1e6:.2f}M)")
+                         f"{_mean(rs, 'tokens') / 1e6:.2f}M{alone})")
         if any(c != "–" for c in cells):
             lines.append(f"| {LABEL[name]} | " + " | ".join(cells) + " |")
     return lines
@@ -96,7 +98,7 @@ def budget_findings(rows: list) -> list:
     table = summary(rows)
     out = []
     once = {n: [r for (k, _), group in table.items() if k == n for r in group] for n in NO_BUDGET}
-    for m in (2, 5):
+    for m in sorted({m for (n, m) in table if n == "defaults"}):
         a = table.get(("defaults", m))
         for peer, what in (("classic", "the classic recipe"), ("gpt", "the small GPT"),
                            ("ngram", "the Kneser-Ney 5-gram"), ("kenlm", "KenLM's Kneser-Ney 5-gram")):
@@ -105,6 +107,11 @@ def budget_findings(rows: list) -> list:
                 ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
                 out.append(f"- {m:g} min: the defaults are {abs(100 * (bb - ba) / bb):.1f}% "
                            f"{'below' if ba <= bb else 'above'} {what} ({ba:.3f} vs {bb:.3f} test BPC).")
+        mixed = [r for r in a or [] if r.get("ngram_weight") is not None]
+        if mixed:
+            out.append(f"- {m:g} min: the defaults' network alone scores {_mean(mixed, 'network_test_bpc'):.3f}; "
+                       f"with the 5-gram mixed in (weight {_mean(mixed, 'ngram_weight'):.2f} on the network, "
+                       f"chosen on the validation split) {_mean(mixed, 'test_bpc'):.3f}.")
     a5 = table.get(("defaults", 5))
     if a5:
         ba = _mean(a5, "test_bpc")
