@@ -196,6 +196,17 @@ def save(run_dir: str, kn: KneserNey, meta: dict) -> None:
     save_meta(run_dir, meta)
 
 
+def remove(run_dir: str) -> bool:
+    """Delete the n-gram of ``run_dir``; whether there was one."""
+    found = False
+    for name in (META, FILE):   # the weight first: without it the counts are never used
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+            found = True
+    return found
+
+
 def save_meta(run_dir: str, meta: dict) -> None:
     text = json.dumps(meta, indent=1).encode("utf-8")
     atomic_write(os.path.join(run_dir, META), lambda f: f.write(text))
@@ -240,7 +251,8 @@ def load(run_dir: str, vocab_size: int) -> KneserNey:
                     kn.keys.append(keys)
                 elif len(cnt) != V:
                     raise QrnnLmError(f"{bad} (its unigram counts do not match the outputs).")
-                if D.shape != (3,) or not np.all(np.isfinite(cnt)) or np.any(cnt < 0):
+                if (D.shape != (3,) or not np.all(np.isfinite(D)) or np.any(D < 0) or np.any(D > [1, 2, 3])
+                        or not np.all(np.isfinite(cnt)) or np.any(cnt < 0) or np.any(cnt != np.floor(cnt))):
                     raise QrnnLmError(f"{bad} (impossible counts or discounts).")
                 kn.levels.append(kn._level(k, cnt, D))
     except QrnnLmError:
@@ -318,7 +330,7 @@ def load_mixture(checkpoint_path: str, vocab_size: int, dataset_identity: str | 
     weight = meta.get("weight")
     if weight is None:
         return None
-    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
         raise QrnnLmError(f"{os.path.join(run_dir, META)} gives an impossible weight {weight!r}.")
     if dataset_identity and meta.get("dataset") and meta["dataset"] != dataset_identity:
         raise QrnnLmError(f"the n-gram in {run_dir} was counted on another dataset than the checkpoint's "

@@ -26,10 +26,13 @@ def count(run, clock=time.monotonic) -> float:
     one; returns the seconds it took on ``clock`` (train.py's training-time
     clock; 0 when there was nothing to do)."""
     order = run.settings.ngram
-    if not order or not run.world.is_master:
+    if not run.world.is_master:
         return 0.0
-    if run.world.size > 1:
-        run.log(f"n-gram: --ngram {order} is for one process; this torchrun run trains the network alone.")
+    if not order or run.world.size > 1:
+        if order:
+            run.log(f"n-gram: --ngram {order} is for one process; this torchrun run trains the network alone.")
+        if ngram.remove(run.save):   # an earlier session's n-gram would be mixed with this network
+            run.log(f"n-gram: removed the run's {ngram.FILE} and {ngram.META}; the network is used alone")
         return 0.0
     meta = ngram.read_meta(run.save)
     if (meta is not None and meta.get("order") == order and meta.get("dataset") == _identity(run)

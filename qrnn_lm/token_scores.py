@@ -128,6 +128,8 @@ def _mixed_losses(lm, ids: np.ndarray, *, batch_size: int, top: int, deadline: f
     if k:
         stream = np.concatenate([[eos], np.asarray(ids, dtype=np.int64)])
         for pos, rows in _network_log_probs(lm, ids, batch_size, deadline):
+            if deadline is not None and time.monotonic() > deadline:
+                raise QrnnLmError("scoring took longer than the time limit of a request; give a shorter text.")
             for t, row in zip(pos.tolist(), rows):
                 lp = mixture.next_log_probs(stream[max(0, t + 1 - 16):t + 1], row)
                 order = np.argsort(-lp, kind="stable")[:k]

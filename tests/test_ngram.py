@@ -40,7 +40,8 @@ def _rewrite(path, **changes):
     np.savez(path, **arrays)
 
 
-@pytest.mark.parametrize("damage", ["outputs", "unsorted", "range", "negative", "truncated", "garbage"])
+@pytest.mark.parametrize("damage", ["outputs", "unsorted", "range", "negative", "fraction", "discount", "truncated",
+                                    "garbage"])
 def test_a_damaged_ngram_file_is_one_sentence(tmp_path, damage):
     kn = ngram.KneserNey(3).fit(_stream(), 23)
     ngram.save(str(tmp_path), kn, {"order": 3, "weight": 0.5})
@@ -57,6 +58,9 @@ def test_a_damaged_ngram_file_is_one_sentence(tmp_path, damage):
         c = kn.levels[0]["count"].copy()
         c[0] = -1
         _rewrite(path, count1=c)
+    elif damage in ("fraction", "discount"):
+        _rewrite(path, **({"count2": kn.levels[1]["count"] + 0.5} if damage == "fraction"
+                          else {"D2": np.array([5.0, 1.0, 1.0])}))
     elif damage == "truncated":
         data = open(path, "rb").read()
         open(path, "wb").write(data[:len(data) // 2])
@@ -131,3 +135,13 @@ def test_evaluate_cli_reports_the_runs_figures(char_data, tmp_path):
     r = run_cli(["-m", "qrnn_lm", "evaluate", "--checkpoint", run, "--file", test_txt])
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["bpc"] == pytest.approx(res["test"]["bpc"], rel=1e-9)
+
+
+def test_resuming_with_ngram_0_removes_the_runs_ngram(char_data, tmp_path):
+    run = str(tmp_path / "run")
+    assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "4", "--ngram", "2"]) == 0
+    assert LanguageModel.from_checkpoint(run).mixture is not None
+    assert train_mod.main(["--save", run, "--resume", "--max-steps", "6", "--ngram", "0"]) == 0
+    assert not os.path.exists(os.path.join(run, ngram.FILE)) and LanguageModel.from_checkpoint(run).mixture is None
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert "ngram" not in res
