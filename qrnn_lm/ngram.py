@@ -7,9 +7,17 @@ of training, a better model than the network; the two are better together
 than either (their errors differ: the n-gram remembers exact phrases, the
 network generalises).  So train.py counts one over the training ids when the
 run starts (its seconds count in the budget), and at the end picks the mixing
-weight that minimises the validation loss:
+weights that minimise the validation loss:
 
-    P(w | h) = lam * P_network(w | h) + (1 - lam) * P_ngram(w | h_last n-1)
+    P(w | h) = lam(h) * P_network(w | h) + (1 - lam(h)) * P_ngram(w | h_last n-1)
+
+lam(h) depends on how well the n-gram knows the context: one weight per
+(longest history the n-gram has seen, log2 of that history's count) -- at most
+``order`` x (COUNT_BINS) weights, each the best on the validation tokens of its
+context class (the summed loss separates by class), the overall weight where a
+class has fewer than MIN_BIN_TOKENS of them.  Where the n-gram has seen the
+last four tokens hundreds of times it is trusted more than where it backs off
+to unigrams (Jelinek & Mercer's bucketed weights).
 
 The mixture is a normalised distribution over the same outputs, so exact
 P(word) = P(bucket) * P(word | bucket) and bits per character hold as before.
@@ -42,7 +50,27 @@ FILE, META = "ngram.npz", "ngram.json"
 #: (--ngram ORDER): its counts take ~35 bytes per distinct n-gram on disk and
 #: a few times that while counting (3.3 M 5-grams, 106 MB, for 2.3 M tokens).
 AUTO_MAX_TOKENS = 10_000_000
+#: Context classes of the mixing weights: log2 of the history's count, 0..COUNT_BINS-1.
+COUNT_BINS = 9
+#: A context class with fewer validation tokens than this uses the overall weight.
+MIN_BIN_TOKENS = 100
+#: The smallest discount (Chen & Goodman's estimates can reach 0 on tiny counts).
+MIN_DISCOUNT = 0.01
 DEFAULT_ORDER = 5
+#: Up to this many training tokens the default order is LONG_ORDER: on
+#: ja-debian-docs (2.3M tokens) the 2-minute default network mixed with
+#: orders 3..10 scored 2.693, 2.662, 2.646, 2.633, 2.623, 2.617, 2.611 test BPC
+#: (benchmarks/results/ngram_order.json, weights by context); 8 is within
+#: 0.01 of 10 at 2/3 of its disk (ngram.npz: 137 MB, the 5-gram's 50 MB).
+LONG_ORDER_MAX_TOKENS = 3_000_000
+LONG_ORDER = 8
+
+
+def auto_order(train_tokens: int) -> int:
+    """The order a run gets when --ngram is left out (0: none)."""
+    if train_tokens <= LONG_ORDER_MAX_TOKENS:
+        return LONG_ORDER
+    return DEFAULT_ORDER if train_tokens <= AUTO_MAX_TOKENS else 0
 MAX_ORDER = 10
 
 
@@ -104,6 +132,9 @@ class KneserNey:
         hist = self.keys[k] // V if k > 1 else np.zeros(V, dtype=np.int64)
         nhist = (len(self.keys[k - 1]) if k > 2 else V) if k > 1 else 1
         D = discounts(cnt[cnt > 0]) if D is None else D
+        # a zero discount would leave a history no mass for the lower orders:
+        # an unseen continuation would get probability 0 (odd, tiny corpora)
+        D = np.maximum(D, MIN_DISCOUNT)
         disc = np.where(cnt >= 3, D[2], np.where(cnt == 2, D[1], np.where(cnt == 1, D[0], 0.0)))
         total = np.bincount(hist, weights=cnt, minlength=nhist)
         gamma = np.bincount(hist, weights=disc, minlength=nhist)
@@ -167,9 +198,8 @@ class KneserNey:
             hists.append(np.full(self.V, h, dtype=np.int64))
         return self.prob(hists, np.arange(self.V))
 
-    def log_probs(self, stream: np.ndarray) -> np.ndarray:
-        """ln P(stream[t] | stream[:t]) for t = 1..len(stream)-1."""
-        stream = np.asarray(stream, dtype=np.int64)
+    def _stream_hists(self, stream: np.ndarray) -> list:
+        """``hists`` of :meth:`prob` for the targets stream[1:]."""
         hid = self.history_ids(stream)
         T = len(stream) - 1
         hists = [np.zeros(T, dtype=np.int64)]
@@ -177,7 +207,45 @@ class KneserNey:
             h = np.full(T, -1, dtype=np.int64)
             h[n - 1:] = hid[n][n - 1:T]   # the n-gram ending at t - 1 (history of target t)
             hists.append(h)
-        return np.log(self.prob(hists, stream[1:]))
+        return hists
+
+    def log_probs(self, stream: np.ndarray) -> np.ndarray:
+        """ln P(stream[t] | stream[:t]) for t = 1..len(stream)-1."""
+        stream = np.asarray(stream, dtype=np.int64)
+        return np.log(self.prob(self._stream_hists(stream), stream[1:]))
+
+    def log_probs_and_bins(self, stream: np.ndarray) -> tuple:
+        """:meth:`log_probs` and the context class of each target (:meth:`bins`)."""
+        stream = np.asarray(stream, dtype=np.int64)
+        hists = self._stream_hists(stream)
+        return np.log(self.prob(hists, stream[1:])), self.bins(hists)
+
+    @property
+    def n_bins(self) -> int:
+        return self.order * COUNT_BINS
+
+    def bins(self, hists: list) -> np.ndarray:
+        """Context class of each query of ``hists`` (as :meth:`prob` takes
+        them): n * COUNT_BINS + min(floor(log2 count), COUNT_BINS - 1) for
+        the longest history of n tokens (0 <= n < order) the n-gram has seen
+        (n = 0: none; count: the history's total at the next order)."""
+        longest = np.zeros(len(hists[0]), dtype=np.int64)
+        total = np.zeros(len(hists[0]))
+        for n in range(1, self.order):
+            h = np.asarray(hists[n], dtype=np.int64)
+            t = np.where(h >= 0, self.levels[n]["total"][np.maximum(h, 0)], 0.0)
+            longest, total = np.where(t > 0, n, longest), np.where(t > 0, t, total)
+        c = np.floor(np.log2(np.maximum(total, 1.0))).astype(np.int64)
+        return longest * COUNT_BINS + np.minimum(c, COUNT_BINS - 1)
+
+    def history_bin(self, history) -> int:
+        """The context class of the next token after ``history``."""
+        history = list(history)[-(self.order - 1):] if self.order > 1 else []
+        hid = self.history_ids(np.asarray(history, dtype=np.int64)) if history else None
+        hists = [np.zeros(1, dtype=np.int64)]
+        for n in range(1, self.order):
+            hists.append(np.array([int(hid[n][-1]) if n <= len(history) else -1], dtype=np.int64))
+        return int(self.bins(hists)[0])
 
 
 # ---------------------------------------------------------------------------
@@ -266,10 +334,14 @@ def load(run_dir: str, vocab_size: int) -> KneserNey:
 # ---------------------------------------------------------------------------
 # the mixture
 # ---------------------------------------------------------------------------
-def mixed_nll(nn_nll: np.ndarray, ngram_nll: np.ndarray, weight: float) -> np.ndarray:
+def mixed_nll(nn_nll: np.ndarray, ngram_nll: np.ndarray, weight) -> np.ndarray:
     """Per-token -ln(weight * P_network + (1 - weight) * P_ngram) from the two
-    models' per-token -ln P (nats)."""
+    models' per-token -ln P (nats); ``weight`` one number or one per token."""
     nn_nll, ngram_nll = np.asarray(nn_nll, np.float64), np.asarray(ngram_nll, np.float64)
+    if np.ndim(weight):
+        w = np.asarray(weight, np.float64)
+        with np.errstate(divide="ignore"):
+            return -np.logaddexp(np.log(w) - nn_nll, np.log1p(-w) - ngram_nll)
     if weight >= 1.0:
         return nn_nll.copy()
     if weight <= 0.0:
@@ -301,21 +373,41 @@ def best_weight(nn_nll: np.ndarray, ngram_nll: np.ndarray) -> float:
     return w
 
 
-class Mixture:
-    """A network's outputs mixed with a KneserNey model: ``weight`` on the network."""
+def best_weights(nn_nll: np.ndarray, ngram_nll: np.ndarray, bins: np.ndarray, n_bins: int,
+                 min_tokens: int = MIN_BIN_TOKENS) -> tuple:
+    """(overall weight, weight per context class): each class's weight
+    minimises the summed mixed loss of its tokens (the classes' losses add
+    up, so each is found alone); a class with fewer than ``min_tokens``
+    tokens gets the overall weight."""
+    nn_nll, ngram_nll, bins = np.asarray(nn_nll), np.asarray(ngram_nll), np.asarray(bins)
+    overall = best_weight(nn_nll, ngram_nll)
+    table = np.full(n_bins, overall)
+    for b in np.unique(bins):
+        mask = bins == b
+        if mask.sum() >= min_tokens:
+            table[b] = best_weight(nn_nll[mask], ngram_nll[mask])
+    return overall, table
 
-    def __init__(self, kn: KneserNey, weight: float, meta: dict | None = None):
+
+class Mixture:
+    """A network's outputs mixed with a KneserNey model: ``weight`` on the
+    network, or ``weights[context class]`` (:meth:`KneserNey.bins`) when given."""
+
+    def __init__(self, kn: KneserNey, weight: float, meta: dict | None = None, weights=None):
         self.kn, self.weight, self.meta = kn, float(weight), meta or {}
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
 
     def token_nll(self, ids: np.ndarray, eos_id: int, nn_nll: np.ndarray) -> np.ndarray:
         """Mixed per-token nats of ``ids`` (the stream ``[eos] + ids``, as
         the network reads it) from the network's per-token nats."""
         stream = np.concatenate([[eos_id], np.asarray(ids, dtype=np.int64)])
-        return mixed_nll(nn_nll, -self.kn.log_probs(stream), self.weight)
+        lp, bins = self.kn.log_probs_and_bins(stream)
+        return mixed_nll(nn_nll, -lp, self.weight if self.weights is None else self.weights[bins])
 
     def next_log_probs(self, history: list, nn_log_probs: np.ndarray) -> np.ndarray:
         """ln P(w | history) of the mixture for every output w."""
-        p = self.weight * np.exp(np.asarray(nn_log_probs, np.float64)) + (1 - self.weight) * self.kn.next_probs(history)
+        w = self.weight if self.weights is None else float(self.weights[self.kn.history_bin(history)])
+        p = w * np.exp(np.asarray(nn_log_probs, np.float64)) + (1 - w) * self.kn.next_probs(history)
         return np.log(np.maximum(p, 1e-300))
 
 
@@ -330,11 +422,22 @@ def load_mixture(checkpoint_path: str, vocab_size: int, dataset_identity: str | 
     weight = meta.get("weight")
     if weight is None:
         return None
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+    if not _is_weight(weight):
         raise QrnnLmError(f"{os.path.join(run_dir, META)} gives an impossible weight {weight!r}.")
+    weights = meta.get("weights")   # per context class (older runs: one weight)
+    if weights is not None and (not isinstance(weights, list) or not all(map(_is_weight, weights))):
+        raise QrnnLmError(f"{os.path.join(run_dir, META)} gives impossible weights by context.")
     if dataset_identity and meta.get("dataset") and meta["dataset"] != dataset_identity:
         raise QrnnLmError(f"the n-gram in {run_dir} was counted on another dataset than the checkpoint's "
                           f"vocabulary; delete {FILE} and {META} to use the network alone.")
-    if weight >= 1.0:
+    if (weight if weights is None else min(weights, default=1.0)) >= 1.0:
         return None
-    return Mixture(load(run_dir, vocab_size), weight, meta)
+    kn = load(run_dir, vocab_size)
+    if weights is not None and len(weights) != kn.n_bins:
+        raise QrnnLmError(f"{os.path.join(run_dir, META)} gives {len(weights)} weights by context for "
+                          f"{kn.n_bins} classes; delete it and {FILE} to use the network alone.")
+    return Mixture(kn, weight, meta, weights)
+
+
+def _is_weight(w) -> bool:
+    return not isinstance(w, bool) and isinstance(w, (int, float)) and 0.0 <= w <= 1.0

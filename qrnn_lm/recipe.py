@@ -32,7 +32,7 @@ from .amp import choose_amp
 from .errors import QrnnLmError
 from .model import ModelConfig, RNNLanguageModel
 from .model_size import FLAG_OF, check_flag_sizes, check_model_size
-from .ngram import AUTO_MAX_TOKENS as NGRAM_AUTO_MAX_TOKENS, DEFAULT_ORDER as NGRAM_ORDER, MAX_ORDER as MAX_NGRAM_ORDER
+from .ngram import MAX_ORDER as MAX_NGRAM_ORDER, auto_order as ngram_auto_order
 from .run_data import (PREPARE_FLAGS, PrepareFailed, eval_batches_for, load_data,  # noqa: F401 (the recipe's data)
                        prepare_on_the_fly, prepare_settings, resolve_vectors_path)
 
@@ -244,7 +244,7 @@ def fill_defaults(flags: dict, *, train_tokens: int, vocab_size: int, device: st
                            minutes=flags["max_minutes"], max_steps=flags["max_steps"], epochs=flags["epochs"],
                            optimizer=flags["optimizer"], rnn=flags["rnn"], batch_size=flags["batch_size"],
                            bptt=flags["bptt"])
-    rule["ngram"] = NGRAM_ORDER if train_tokens <= NGRAM_AUTO_MAX_TOKENS else 0
+    rule["ngram"] = ngram_auto_order(train_tokens)
     chosen = {}
     for k, v in rule.items():
         if flags.get(k) is None:

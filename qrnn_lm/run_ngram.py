@@ -52,14 +52,17 @@ def count(run, clock=time.monotonic) -> float:
 
 
 def _nll(lm, split, eos_id: int, kn) -> tuple:
-    """Per-token nats of the network (as ``evaluate`` scores it) and of the n-gram."""
+    """Per-token nats of the network (as ``evaluate`` scores it) and of the
+    n-gram, and each token's context class."""
     ids = np.asarray(split.ids, dtype=np.int64)
     nn, _, _, _ = token_losses(lm, ids, top=0)
-    return nn, -kn.log_probs(eos_stream(ids, eos_id))
+    lp, bins = kn.log_probs_and_bins(eos_stream(ids, eos_id))
+    return nn, -lp, bins
 
 
 def mix(run, network: dict) -> dict | None:
-    """At the end of training: the mixing weight from the validation split,
+    """At the end of training: the mixing weights (one per context class,
+    :func:`qrnn_lm.ngram.best_weights`) from the validation split,
     then each held-out split's figures of the mixture (the shape of
     ``network``, train.py's figures of the network alone: {split: {"loss",
     "ppl", "bpc", "tokens"}}), with the network's and the n-gram's bpc
@@ -76,13 +79,14 @@ def mix(run, network: dict) -> dict | None:
     eos = run.vocab.eos_id
     losses = {name: _nll(lm, run.splits[name], eos, kn) for name in network}
     if "valid" in losses:
-        weight, source = ngram.best_weight(*losses["valid"]), "from the validation split"
+        weight, weights = ngram.best_weights(*losses["valid"], kn.n_bins)
+        source = "from the validation split"
     else:
-        weight, source = 0.5, "an even mix: no validation split"
+        weight, weights, source = 0.5, np.full(kn.n_bins, 0.5), "an even mix: no validation split"
     figures = {}
-    for name, (nn, kl) in losses.items():
+    for name, (nn, kl, bins) in losses.items():
         split, rare = run.splits[name], float(np.sum(run.splits[name].rare_logp, dtype=np.float64))
-        mixed = ngram.mixed_nll(nn, kl, weight)
+        mixed = ngram.mixed_nll(nn, kl, weights[bins])
         loss = float(mixed.sum()) / max(len(nn), 1)
         figures[name] = {"loss": loss, "ppl": math.exp(min(loss, 700)), "tokens": len(nn),
                          "bpc": bits_per_char(float(mixed.sum()), rare, split.characters),
@@ -91,6 +95,7 @@ def mix(run, network: dict) -> dict | None:
         f = figures[name]
         run.log(f"| end of training | {name} bpc {f['bpc']:.4f} with the {kn.order}-gram mixed in "
                 f"(network alone {f['network_bpc']:.4f}, {kn.order}-gram alone {f['ngram_bpc']:.4f}; weight "
-                f"{weight:.2f} on the network, {source}) |")
-    ngram.save_meta(run.save, dict(meta, weight=weight, weight_from=source, figures=figures))
-    return {"order": kn.order, "weight": weight, "weight_from": source, "splits": figures}
+                f"{weight:.2f} on the network, {weights.min():.2f}-{weights.max():.2f} by context, {source}) |")
+    weights = [float(w) for w in weights]
+    ngram.save_meta(run.save, dict(meta, weight=weight, weights=weights, weight_from=source, figures=figures))
+    return {"order": kn.order, "weight": weight, "weights": weights, "weight_from": source, "splits": figures}

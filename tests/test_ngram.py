@@ -89,6 +89,88 @@ def test_mixture_is_normalised_and_the_weight_minimises_the_loss():
     assert ngram.best_weight(np.full(50, 3.0), np.full(50, 0.1)) == 0.0
 
 
+def _reference_bins(train, stream, order):
+    """Context classes from plain counters: the longest history (n tokens)
+    seen with a count at order n + 1 (raw counts at the highest order,
+    distinct left extensions below), and log2 of that count."""
+    from collections import Counter
+    train = [int(t) for t in train]
+    total = {}
+    for n in range(1, order):
+        if n + 1 == order:   # h followed by any token
+            total[n] = Counter(tuple(train[i - n:i]) for i in range(n, len(train)))
+        else:                # distinct (u, h, w), counted by h
+            grams = {tuple(train[i - n - 1:i + 1]) for i in range(n + 1, len(train))}
+            total[n] = Counter(g[1:n + 1] for g in grams)
+    out = []
+    for t in range(1, len(stream)):
+        longest, count = 0, 1
+        for n in range(1, order):
+            if t - n >= 0 and total[n].get(tuple(int(x) for x in stream[t - n:t]), 0) > 0:
+                longest, count = n, total[n][tuple(int(x) for x in stream[t - n:t])]
+        out.append(longest * ngram.COUNT_BINS + min(int(math.floor(math.log2(count))), ngram.COUNT_BINS - 1))
+    return np.array(out)
+
+
+def test_the_default_order_falls_with_the_corpus_and_stops():
+    assert ngram.auto_order(1) == ngram.auto_order(ngram.LONG_ORDER_MAX_TOKENS) == ngram.LONG_ORDER == 8
+    assert ngram.auto_order(ngram.LONG_ORDER_MAX_TOKENS + 1) == ngram.auto_order(ngram.AUTO_MAX_TOKENS) == 5
+    assert ngram.auto_order(ngram.AUTO_MAX_TOKENS + 1) == 0
+
+
+def test_context_classes_match_plain_counting_and_the_history_class():
+    train, test = _stream(2000, V=9), _stream(200, V=11, seed=4)   # ids 9, 10 never seen in training
+    kn = ngram.KneserNey(4).fit(train, 12)
+    lp, bins = kn.log_probs_and_bins(test)
+    np.testing.assert_array_equal(lp, kn.log_probs(test))
+    # a count-of-counts estimate of 0 here (D2 of the bigrams) must not leave unseen continuations at P = 0
+    assert np.all(np.isfinite(lp)) and min(lv["D"].min() for lv in kn.levels) > 0
+    for h in ([3], [0, 7], [9, 9, 9]):
+        assert kn.next_probs(h).sum() == pytest.approx(1.0, abs=1e-12) and kn.next_probs(h).min() > 0
+    np.testing.assert_array_equal(bins, _reference_bins(train, test, 4))
+    assert len(set(bins.tolist())) > 5 and bins.max() < kn.n_bins
+    for t in (1, 2, 3, 50, 199):
+        assert kn.history_bin(test[:t]) == bins[t - 1]
+    assert kn.history_bin([]) == 0
+
+
+def test_weights_by_context_minimise_each_class_and_beat_one_weight():
+    rng = np.random.default_rng(1)
+    bins = rng.integers(0, 6, 3000)
+    bins[:40] = 7                                  # a class too small for a weight of its own
+    # the network is better in even classes, the n-gram in odd ones
+    a = rng.exponential(1.0, 3000) + np.where(bins % 2, 1.5, 0.0)
+    b = rng.exponential(1.0, 3000) + np.where(bins % 2, 0.0, 1.5)
+    overall, table = ngram.best_weights(a, b, bins, 8)
+    assert overall == ngram.best_weight(a, b) and table[7] == overall and table[6] == overall
+    for c in range(6):
+        m = bins == c
+        assert table[c] == ngram.best_weight(a[m], b[m])
+        assert (table[c] > 0.5) == (c % 2 == 0)
+    assert ngram.mixed_nll(a, b, table[bins]).sum() < ngram.mixed_nll(a, b, overall).sum()
+    np.testing.assert_allclose(ngram.mixed_nll(a, b, np.full(3000, 0.3)), ngram.mixed_nll(a, b, 0.3), rtol=1e-12)
+    # the mixture by context is normalised in every context and matches token_nll
+    kn = ngram.KneserNey(3).fit(_stream(), 23)
+    mix = ngram.Mixture(kn, 0.5, weights=np.linspace(0.05, 0.95, kn.n_bins))
+    ids = _stream(60, seed=2)
+    nn_lp = np.log(rng.dirichlet(np.ones(23), size=len(ids)))
+    stream = np.concatenate([[0], ids])
+    nll = mix.token_nll(ids, 0, -nn_lp[np.arange(len(ids)), ids])
+    for t in range(len(ids)):
+        lp = mix.next_log_probs(stream[:t + 1], nn_lp[t])
+        assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-12)
+        assert -lp[ids[t]] == pytest.approx(nll[t], rel=1e-12)
+
+
+@pytest.mark.parametrize("weights", [[0.5] * 3, [0.5] * 14 + [1.5], "0.5", [0.5] * 14 + [True]])
+def test_impossible_weights_by_context_are_one_sentence(tmp_path, weights):
+    kn = ngram.KneserNey(3).fit(_stream(), 23)
+    ngram.save(str(tmp_path), kn, {"order": 3, "weight": 0.5, "weights": weights})
+    assert kn.n_bins != 3
+    with pytest.raises(QrnnLmError, match="weights"):
+        ngram.load_mixture(str(tmp_path), 23, None)
+
+
 def test_a_run_mixes_its_ngram_and_evaluate_generate_use_it(char_data, tmp_path):
     run = str(tmp_path / "run")
     rc = train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "15", "--ngram", "3"])
@@ -102,6 +184,7 @@ def test_a_run_mixes_its_ngram_and_evaluate_generate_use_it(char_data, tmp_path)
     test_txt = os.path.join(os.path.dirname(char_data), "test.txt")
     lm = LanguageModel.from_checkpoint(run)
     assert lm.mixture is not None and lm.mixture.weight == res["ngram"]["weight"]
+    assert lm.mixture.weights.tolist() == res["ngram"]["weights"] and len(res["ngram"]["weights"]) == 3 * 9
     text = open(test_txt, encoding="utf-8").read()
     assert lm.score(text)["bpc"] == pytest.approx(res["test"]["bpc"], rel=1e-9)
     alone = LanguageModel.from_checkpoint(run, ngram=False)
@@ -130,7 +213,7 @@ def test_evaluate_cli_reports_the_runs_figures(char_data, tmp_path):
     run = str(tmp_path / "run")
     assert train_mod.main(["--data", char_data, "--save", run, *TINY, "--max-steps", "10"]) == 0
     res = json.load(open(os.path.join(run, "results.json")))
-    assert res["ngram"]["order"] == ngram.DEFAULT_ORDER          # on by default for a small corpus
+    assert res["ngram"]["order"] == ngram.LONG_ORDER             # on by default for a small corpus
     test_txt = os.path.join(os.path.dirname(char_data), "test.txt")
     r = run_cli(["-m", "qrnn_lm", "evaluate", "--checkpoint", run, "--file", test_txt])
     assert r.returncode == 0, r.stderr
