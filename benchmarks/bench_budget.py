@@ -7,7 +7,7 @@ Contenders (all through train.py, one process per run):
 
 - ``defaults``: ``train.py --train --valid --test --max-minutes N`` and nothing
   else (the defaults rule and budget schedule of train.py; on a corpus this
-  size that includes the 5-gram counted at the start, within the budget, and
+  size that includes the 8-gram counted at the start, within the budget, and
   mixed in at the end: its row records the network's own test BPC too);
 - ``classic``: pytorch/examples' word_language_model recipe with this
   package's LSTM, on the very same token stream as ``defaults``: ``--rnn lstm
@@ -23,12 +23,13 @@ Contenders (all through train.py, one process per run):
   budget), benchmarks/peers/gpt.py;
 - ``ngram``: an interpolated modified Kneser-Ney 5-gram,
   benchmarks/peers/kneser_ney.py; it has no budget (it counts in seconds), so
-  it runs once and its row records how long counting took;
+  it runs once and its row records how long counting took; ``ngram8``: the
+  same at order 8, the n-gram the defaults mix in on a corpus this size;
 - ``kenlm``: the same with KenLM's ``lmplz`` (benchmarks/peers/kenlm_lmplz.py),
   when ``--lmplz`` (or an ``lmplz`` on PATH) is there; otherwise the JSON's
   meta records why it was skipped.
 
-``classic``, ``gpt``, ``ngram`` and ``kenlm`` read the very ids the ``defaults`` run
+``classic``, ``gpt``, ``ngram``, ``ngram8`` and ``kenlm`` read the very ids the ``defaults`` run
 trains on (its prepared dataset) and are scored the same way: -log P over
 every output token of the test split plus the rare words' -log P(word |
 bucket), over the split's characters (qrnn_lm.lm.bits_per_char).
@@ -63,16 +64,18 @@ CLASSIC = ["--rnn", "lstm", "--emsize", "200", "--nhid", "200", "--nlayers", "2"
            "--wdecay", "0", "--schedule", "plateau", "--lr-decay", "0.25", "--eval-interval", "0",
            "--ngram", "0"]   # the network alone, as that recipe has it
 TOKENIZER = {"defaults": None, "classic": None, "sentencepiece": "sentencepiece", "char": "char", "gpt": None,
-             "ngram": None, "kenlm": None}
+             "ngram": None, "ngram8": None, "kenlm": None}
 LABEL = {"defaults": "(a) defaults (MeCab)", "classic": "(b) classic recipe (LSTM 2x200, SGD 20)",
          "sentencepiece": "(c) defaults, sentencepiece", "char": "(c) defaults, char",
          "gpt": "(d) small GPT (nanoGPT model.py, 4x128, context 64, AdamW 1e-3)",
          "ngram": "(e) Kneser-Ney 5-gram (interpolated modified, numpy)",
+         "ngram8": "(e) Kneser-Ney 8-gram (interpolated modified, numpy)",
          "kenlm": "(e) Kneser-Ney 5-gram (KenLM lmplz)"}
-SAME_IDS = ("classic", "gpt", "ngram", "kenlm")   # contenders that read the defaults' prepared dataset
-NO_BUDGET = ("ngram", "kenlm")                    # train as long as they take, once
+SAME_IDS = ("classic", "gpt", "ngram", "ngram8", "kenlm")   # contenders that read the defaults' prepared dataset
+NO_BUDGET = ("ngram", "ngram8", "kenlm")                    # train as long as they take, once
 PEERS = {"gpt": os.path.join(REPO, "benchmarks", "peers", "gpt.py"),
          "ngram": os.path.join(REPO, "benchmarks", "peers", "kneser_ney.py"),
+         "ngram8": os.path.join(REPO, "benchmarks", "peers", "kneser_ney.py"),
          "kenlm": os.path.join(REPO, "benchmarks", "peers", "kenlm_lmplz.py")}
 QUICKSTART_5MIN = 2.891   # the README quickstart's 5-minute test BPC before the budget schedule
 
@@ -105,6 +108,8 @@ def command(name: str, minutes: float, seed: int, corpus: str, cache: str, data:
         peer = [sys.executable, PEERS[name], "--data", data["defaults"], "--save", save]
         if name == "kenlm":
             return peer + ["--lmplz", lmplz]
+        if name == "ngram8":
+            return peer + ["--order", "8"]
         return peer if name in NO_BUDGET else peer + ["--minutes", f"{minutes:g}", "--seed", str(seed)]
     tok = TOKENIZER[name]
     return base + files(corpus) + ["--cache-dir", cache] + (["--tokenizer", tok] if tok else [])

@@ -40,7 +40,7 @@ def peer_notes(rows: list, meta: dict) -> list:
     the contenders skipped (with the reason the JSON's meta gives)."""
     names = {r["contender"] for r in rows}
     out = []
-    if names & {"gpt", "ngram", "kenlm"}:
+    if names & {"gpt", "ngram", "ngram8", "kenlm"}:
         out.append("- (d) and (e) train on the very ids of (a)'s prepared dataset (same vocabulary, buckets and "
                    "`</s>`) and are scored with train.py's formula: -log P over every test output token plus the "
                    "rare words' -log P(word | bucket), over the test characters.")
@@ -50,8 +50,9 @@ def peer_notes(rows: list, meta: dict) -> list:
                    "iterations, weight decay 0.1, clip 1.0) with the cosine over the wall-clock budget; full "
                    "softmax over the dataset's outputs; test tokens scored in windows of 64 sliding by 32 (each "
                    "token sees at least 32 tokens of context).")
-    if names & {"ngram", "kenlm"}:
-        out.append("- (e): interpolated modified Kneser-Ney 5-grams (discounts D1, D2, D3+ per order) — "
+    if names & {"ngram", "ngram8", "kenlm"}:
+        out.append("- (e): interpolated modified Kneser-Ney 5-grams (and an 8-gram: the order the defaults mix in "
+                   "on a corpus of this size; discounts D1, D2, D3+ per order) — "
                    "benchmarks/peers/kneser_ney.py (numpy, normalised over all outputs, context across lines) and "
                    "KenLM's lmplz (benchmarks/peers/kenlm_lmplz.py; context restarts at every `</s>`). No budget: "
                    "each is counted once, and its row shows its result under every budget longer than the "
@@ -101,7 +102,8 @@ def budget_findings(rows: list) -> list:
     for m in sorted({m for (n, m) in table if n == "defaults"}):
         a = table.get(("defaults", m))
         for peer, what in (("classic", "the classic recipe"), ("gpt", "the small GPT"),
-                           ("ngram", "the Kneser-Ney 5-gram"), ("kenlm", "KenLM's Kneser-Ney 5-gram")):
+                           ("ngram", "the Kneser-Ney 5-gram"), ("ngram8", "the Kneser-Ney 8-gram"),
+                           ("kenlm", "KenLM's Kneser-Ney 5-gram")):
             b = once[peer] if peer in NO_BUDGET else table.get((peer, m))
             if a and b:
                 ba, bb = _mean(a, "test_bpc"), _mean(b, "test_bpc")
@@ -110,7 +112,7 @@ def budget_findings(rows: list) -> list:
         mixed = [r for r in a or [] if r.get("ngram_weight") is not None]
         if mixed:
             out.append(f"- {m:g} min: the defaults' network alone scores {_mean(mixed, 'network_test_bpc'):.3f}; "
-                       f"with the 5-gram mixed in (weight {_mean(mixed, 'ngram_weight'):.2f} on the network, "
+                       f"with its n-gram mixed in (overall weight {_mean(mixed, 'ngram_weight'):.2f} on the network; "
                        f"chosen on the validation split) {_mean(mixed, 'test_bpc'):.3f}.")
     a5 = table.get(("defaults", 5))
     if a5:
