@@ -4,12 +4,20 @@ smallest training arguments (``TINY``) and the check of a one-sentence CLI
 failure.  Modules import the plain helpers with ``from conftest import ...``."""
 import os
 import random
+import signal
 
 import pytest
 
 # train.py runs of the tests never time bf16 on this machine's CPU (--amp left out: off);
 # tests/test_train_amp.py covers that rule with the CPU and the measurement faked.
 os.environ.setdefault("QRNN_LM_AMP_PROBE", "0")
+
+# The suite sends Ctrl-C and hang-ups to runs on purpose.  Where it was started with
+# them ignored (SIGINT in a background job of a non-interactive shell, SIGHUP under
+# nohup), the package keeps them ignored by design, and so would every process the
+# tests start: give the suite their default actions.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 SUBJ = ["猫", "犬", "鳥", "私", "彼", "先生", "学生", "子供"]
 OBJ = ["本", "魚", "手紙", "歌", "花", "水"]
