@@ -15,8 +15,8 @@ lam(h) depends on how well the n-gram knows the context: one weight per
 (longest history the n-gram has seen, log2 of that history's count) -- at most
 ``order`` x (COUNT_BINS) weights, each the best on the validation tokens of its
 context class (the summed loss separates by class), the overall weight where a
-class has fewer than MIN_BIN_TOKENS of them.  Where the n-gram has seen the
-last four tokens hundreds of times it is trusted more than where it backs off
+class has fewer than MIN_BIN_TOKENS of them.  Where the n-gram has seen its
+whole history hundreds of times it is trusted more than where it backs off
 to unigrams (Jelinek & Mercer's bucketed weights).
 
 The mixture is a normalised distribution over the same outputs, so exact
@@ -47,8 +47,8 @@ from .rundir import atomic_write
 
 FILE, META = "ngram.npz", "ngram.json"
 #: Above this many training tokens the n-gram is off unless asked for
-#: (--ngram ORDER): its counts take ~35 bytes per distinct n-gram on disk and
-#: a few times that while counting (3.3 M 5-grams, 106 MB, for 2.3 M tokens).
+#: (--ngram ORDER): its counts take ~16 bytes per distinct n-gram on disk and
+#: a few times that while counting (3.3 M 5-grams, 50 MB, for 2.3 M tokens).
 AUTO_MAX_TOKENS = 10_000_000
 #: Context classes of the mixing weights: log2 of the history's count, 0..COUNT_BINS-1.
 COUNT_BINS = 9
@@ -187,16 +187,23 @@ class KneserNey:
             p = np.where(known, (c - d + lv["gamma"][hs] * p) / safe, p)
         return p
 
-    def next_probs(self, history) -> np.ndarray:
-        """P(w | history) for every output w (the history's last order-1 ids)."""
+    def _next_hists(self, history) -> list:
+        """``hists`` of :meth:`prob` for one query: the token after
+        ``history`` (its last order-1 ids), one id per history length."""
         history = list(history)[-(self.order - 1):] if self.order > 1 else []
         hid = self.history_ids(np.asarray(history, dtype=np.int64)) if history else None
-        hists = []
-        for k in range(1, self.order + 1):
-            n = k - 1
-            h = 0 if n == 0 else (int(hid[n][-1]) if n <= len(history) else -1)
-            hists.append(np.full(self.V, h, dtype=np.int64))
-        return self.prob(hists, np.arange(self.V))
+        return [np.array([0 if n == 0 else (int(hid[n][-1]) if n <= len(history) else -1)], dtype=np.int64)
+                for n in range(self.order)]
+
+    def next_probs(self, history) -> np.ndarray:
+        """P(w | history) for every output w (the history's last order-1 ids)."""
+        return self.next_probs_and_bin(history)[0]
+
+    def next_probs_and_bin(self, history) -> tuple:
+        """:meth:`next_probs` and the context class of the next token (:meth:`bins`)."""
+        hists = self._next_hists(history)
+        probs = self.prob([np.broadcast_to(h, self.V) for h in hists], np.arange(self.V))
+        return probs, int(self.bins(hists)[0])
 
     def _stream_hists(self, stream: np.ndarray) -> list:
         """``hists`` of :meth:`prob` for the targets stream[1:]."""
@@ -240,12 +247,7 @@ class KneserNey:
 
     def history_bin(self, history) -> int:
         """The context class of the next token after ``history``."""
-        history = list(history)[-(self.order - 1):] if self.order > 1 else []
-        hid = self.history_ids(np.asarray(history, dtype=np.int64)) if history else None
-        hists = [np.zeros(1, dtype=np.int64)]
-        for n in range(1, self.order):
-            hists.append(np.array([int(hid[n][-1]) if n <= len(history) else -1], dtype=np.int64))
-        return int(self.bins(hists)[0])
+        return int(self.bins(self._next_hists(history))[0])
 
 
 # ---------------------------------------------------------------------------
@@ -406,8 +408,9 @@ class Mixture:
 
     def next_log_probs(self, history: list, nn_log_probs: np.ndarray) -> np.ndarray:
         """ln P(w | history) of the mixture for every output w."""
-        w = self.weight if self.weights is None else float(self.weights[self.kn.history_bin(history)])
-        p = w * np.exp(np.asarray(nn_log_probs, np.float64)) + (1 - w) * self.kn.next_probs(history)
+        ngram_p, context = self.kn.next_probs_and_bin(history)
+        w = self.weight if self.weights is None else float(self.weights[context])
+        p = w * np.exp(np.asarray(nn_log_probs, np.float64)) + (1 - w) * ngram_p
         return np.log(np.maximum(p, 1e-300))
 
 
