@@ -8,7 +8,8 @@ Contenders (all through train.py, one process per run):
 - ``defaults``: ``train.py --train --valid --test --max-minutes N`` and nothing
   else (the defaults rule and budget schedule of train.py; on a corpus this
   size that includes the 8-gram counted at the start, within the budget, and
-  mixed in at the end: its row records the network's own test BPC too);
+  mixed in at the end with the cache of the text read so far: its row records
+  the network's own test BPC and the mixture's without the cache too);
 - ``classic``: pytorch/examples' word_language_model recipe with this
   package's LSTM, on the very same token stream as ``defaults``: ``--rnn lstm
   --emsize 200 --nhid 200 --nlayers 2 --tied --optimizer sgd --lr 20 --clip
@@ -143,6 +144,7 @@ def run_one(name, minutes, seed, corpus, cache, data, runs_dir, threads, lmplz=N
                    steps=res["step"], tokens=res.get("tokens"), train_minutes=res.get("minutes"),
                    chosen=res.get("chosen"), network_test_bpc=(res.get("network") or res)["test"]["bpc"],
                    ngram_weight=(res.get("ngram") or {}).get("weight"),
+                   without_cache_test_bpc=res["test"].get("without_cache_bpc"),
                    **{k: res[k] for k in ("train_seconds", "parameters") if k in res})
     else:
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]

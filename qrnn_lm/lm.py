@@ -177,11 +177,12 @@ class LanguageModel:
         sentences = self.batching == "sentences"
         banned = self._banned_ids()
         state = None
+        # the mixture's history: the last tokens read, the whole prompt included
+        history = collections.deque(context, maxlen=self.mixture.history_len if self.mixture else 1)
         if sentences:  # a line starts from a zero state: feed only the current line
             last_eos = len(context) - 1 - context[::-1].index(eos)
             context = context[last_eos:]
         x = torch.tensor(context, dtype=torch.long, device=self.device).unsqueeze(1)
-        history = collections.deque(context, maxlen=16)   # the n-gram's history: the last tokens fed
         for _ in range(max_tokens):
             feats, state = self.model(x, state)
             logp = self.model.log_probs(feats[-1, 0].unsqueeze(0))[0].float().cpu()

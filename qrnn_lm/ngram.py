@@ -42,6 +42,7 @@ import zipfile
 
 import numpy as np
 
+from .cache import RecentCache
 from .errors import QrnnLmError
 from .rundir import atomic_write
 
@@ -393,24 +394,40 @@ def best_weights(nn_nll: np.ndarray, ngram_nll: np.ndarray, bins: np.ndarray, n_
 
 class Mixture:
     """A network's outputs mixed with a KneserNey model: ``weight`` on the
-    network, or ``weights[context class]`` (:meth:`KneserNey.bins`) when given."""
+    network, or ``weights[context class]`` (:meth:`KneserNey.bins`) when given;
+    then a cache of the text read so far (:mod:`qrnn_lm.cache`), when given."""
 
-    def __init__(self, kn: KneserNey, weight: float, meta: dict | None = None, weights=None):
+    def __init__(self, kn: KneserNey, weight: float, meta: dict | None = None, weights=None, cache=None):
         self.kn, self.weight, self.meta = kn, float(weight), meta or {}
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.cache = cache
 
-    def token_nll(self, ids: np.ndarray, eos_id: int, nn_nll: np.ndarray) -> np.ndarray:
+    @property
+    def history_len(self) -> int:
+        """How many of the last tokens :meth:`next_log_probs` needs."""
+        return max(self.kn.order, self.cache.window if self.cache is not None else 0)
+
+    def token_nll(self, ids: np.ndarray, eos_id: int, nn_nll: np.ndarray, cache: bool = True) -> np.ndarray:
         """Mixed per-token nats of ``ids`` (the stream ``[eos] + ids``, as
-        the network reads it) from the network's per-token nats."""
+        the network reads it) from the network's per-token nats; ``cache``
+        False: without the cache."""
         stream = np.concatenate([[eos_id], np.asarray(ids, dtype=np.int64)])
         lp, bins = self.kn.log_probs_and_bins(stream)
-        return mixed_nll(nn_nll, -lp, self.weight if self.weights is None else self.weights[bins])
+        nll = mixed_nll(nn_nll, -lp, self.weight if self.weights is None else self.weights[bins])
+        if cache and self.cache is not None:
+            nll = self.cache.token_nll(stream, nll)
+        return nll
 
     def next_log_probs(self, history: list, nn_log_probs: np.ndarray) -> np.ndarray:
-        """ln P(w | history) of the mixture for every output w."""
+        """ln P(w | history) of the mixture for every output w (``history``:
+        the stream read so far, ``</s>`` first; its last :attr:`history_len`
+        tokens are enough)."""
         ngram_p, context = self.kn.next_probs_and_bin(history)
         w = self.weight if self.weights is None else float(self.weights[context])
         p = w * np.exp(np.asarray(nn_log_probs, np.float64)) + (1 - w) * ngram_p
+        if self.cache is not None:
+            p1, p2 = self.cache.next_probs(history)
+            p = self.cache.mix(p, p1, p2, p2 is not None)
         return np.log(np.maximum(p, 1e-300))
 
 
@@ -435,11 +452,18 @@ def load_mixture(checkpoint_path: str, vocab_size: int, dataset_identity: str | 
                           f"vocabulary; delete {FILE} and {META} to use the network alone.")
     if (weight if weights is None else min(weights, default=1.0)) >= 1.0:
         return None
+    cache = None
+    if meta.get("cache") is not None:
+        try:
+            cache = RecentCache.from_dict(meta["cache"], vocab_size)
+        except ValueError:
+            raise QrnnLmError(f"{os.path.join(run_dir, META)} gives impossible cache settings; delete it and "
+                              f"{FILE} to use the network alone.") from None
     kn = load(run_dir, vocab_size)
     if weights is not None and len(weights) != kn.n_bins:
         raise QrnnLmError(f"{os.path.join(run_dir, META)} gives {len(weights)} weights by context for "
                           f"{kn.n_bins} classes; delete it and {FILE} to use the network alone.")
-    return Mixture(kn, weight, meta, weights)
+    return Mixture(kn, weight, meta, weights, cache)
 
 
 def _is_weight(w) -> bool:

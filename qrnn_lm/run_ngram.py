@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import ngram
+from .cache import fit as fit_cache
 from .data import eos_stream
 from .lm import LanguageModel, bits_per_char
 from .token_scores import token_losses
@@ -62,7 +63,8 @@ def _nll(lm, split, eos_id: int, kn) -> tuple:
 
 def mix(run, network: dict) -> dict | None:
     """At the end of training: the mixing weights (one per context class,
-    :func:`qrnn_lm.ngram.best_weights`) from the validation split,
+    :func:`qrnn_lm.ngram.best_weights`) and the cache's (:func:`qrnn_lm.cache.fit`)
+    from the validation split,
     then each held-out split's figures of the mixture (the shape of
     ``network``, train.py's figures of the network alone: {split: {"loss",
     "ppl", "bpc", "tokens"}}), with the network's and the n-gram's bpc
@@ -78,24 +80,35 @@ def mix(run, network: dict) -> dict | None:
                        device=run.device)
     eos = run.vocab.eos_id
     losses = {name: _nll(lm, run.splits[name], eos, kn) for name in network}
+    streams = {name: eos_stream(np.asarray(run.splits[name].ids, dtype=np.int64), eos) for name in network}
+    cache = None
     if "valid" in losses:
         weight, weights = ngram.best_weights(*losses["valid"], kn.n_bins)
         source = "from the validation split"
+        nn, kl, bins = losses["valid"]
+        cache = fit_cache(ngram.mixed_nll(nn, kl, weights[bins]), streams["valid"], len(run.vocab))
     else:
         weight, weights, source = 0.5, np.full(kn.n_bins, 0.5), "an even mix: no validation split"
     figures = {}
     for name, (nn, kl, bins) in losses.items():
         split, rare = run.splits[name], float(np.sum(run.splits[name].rare_logp, dtype=np.float64))
         mixed = ngram.mixed_nll(nn, kl, weights[bins])
-        loss = float(mixed.sum()) / max(len(nn), 1)
+        cached = cache.token_nll(streams[name], mixed) if cache is not None else mixed
+        loss = float(cached.sum()) / max(len(nn), 1)
         figures[name] = {"loss": loss, "ppl": math.exp(min(loss, 700)), "tokens": len(nn),
-                         "bpc": bits_per_char(float(mixed.sum()), rare, split.characters),
+                         "bpc": bits_per_char(float(cached.sum()), rare, split.characters),
                          "network_bpc": network[name]["bpc"],
-                         "ngram_bpc": bits_per_char(float(kl.sum()), rare, split.characters)}
+                         "ngram_bpc": bits_per_char(float(kl.sum()), rare, split.characters),
+                         "without_cache_bpc": bits_per_char(float(mixed.sum()), rare, split.characters)}
         f = figures[name]
-        run.log(f"| end of training | {name} bpc {f['bpc']:.4f} with the {kn.order}-gram mixed in "
+        with_cache = (f", the cache of the text read so far mixed in ({f['without_cache_bpc']:.4f} without)"
+                      if cache is not None else "")
+        run.log(f"| end of training | {name} bpc {f['bpc']:.4f} with the {kn.order}-gram{with_cache} "
                 f"(network alone {f['network_bpc']:.4f}, {kn.order}-gram alone {f['ngram_bpc']:.4f}; weight "
                 f"{weight:.2f} on the network, {weights.min():.2f}-{weights.max():.2f} by context, {source}) |")
     weights = [float(w) for w in weights]
-    ngram.save_meta(run.save, dict(meta, weight=weight, weights=weights, weight_from=source, figures=figures))
-    return {"order": kn.order, "weight": weight, "weights": weights, "weight_from": source, "splits": figures}
+    cache_meta = cache.to_dict() if cache is not None else None
+    ngram.save_meta(run.save, dict(meta, weight=weight, weights=weights, weight_from=source, figures=figures,
+                                   cache=cache_meta))
+    return {"order": kn.order, "weight": weight, "weights": weights, "weight_from": source, "cache": cache_meta,
+            "splits": figures}

@@ -129,7 +129,7 @@ def _mixed_losses(lm, ids: np.ndarray, *, batch_size: int, top: int, deadline: f
         for pos, rows in _network_log_probs(lm, ids, batch_size, deadline):
             _check_deadline(deadline)   # before the slow part: the mixture's top-k position by position
             for t, row in zip(pos.tolist(), rows):
-                lp = mixture.next_log_probs(stream[max(0, t + 1 - 16):t + 1], row)
+                lp = mixture.next_log_probs(stream[max(0, t + 1 - mixture.history_len):t + 1], row)
                 order = np.argsort(-lp, kind="stable")[:k]
                 top_ids[t], top_lp[t] = order, lp[order]
     return nll_at, top_ids, top_lp, float(nll_at.sum())

@@ -185,6 +185,8 @@ def test_a_run_mixes_its_ngram_and_evaluate_generate_use_it(char_data, tmp_path)
     lm = LanguageModel.from_checkpoint(run)
     assert lm.mixture is not None and lm.mixture.weight == res["ngram"]["weight"]
     assert lm.mixture.weights.tolist() == res["ngram"]["weights"] and len(res["ngram"]["weights"]) == 3 * 9
+    assert list(lm.mixture.cache.weights) == res["ngram"]["cache"]["weights"]   # the cache, fitted on valid
+    assert v["bpc"] <= v["without_cache_bpc"] + 1e-9
     text = open(test_txt, encoding="utf-8").read()
     assert lm.score(text)["bpc"] == pytest.approx(res["test"]["bpc"], rel=1e-9)
     alone = LanguageModel.from_checkpoint(run, ngram=False)

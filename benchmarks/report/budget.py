@@ -111,9 +111,12 @@ def budget_findings(rows: list) -> list:
                            f"{'below' if ba <= bb else 'above'} {what} ({ba:.3f} vs {bb:.3f} test BPC).")
         mixed = [r for r in a or [] if r.get("ngram_weight") is not None]
         if mixed:
+            cached = [r for r in mixed if r.get("without_cache_test_bpc") is not None]
+            no_cache = (f"{_mean(cached, 'without_cache_test_bpc'):.3f}, and with the cache of the text read so "
+                        f"far {_mean(mixed, 'test_bpc'):.3f}" if len(cached) == len(mixed) else f"{_mean(mixed, 'test_bpc'):.3f}")
             out.append(f"- {m:g} min: the defaults' network alone scores {_mean(mixed, 'network_test_bpc'):.3f}; "
                        f"with its n-gram mixed in (overall weight {_mean(mixed, 'ngram_weight'):.2f} on the network; "
-                       f"chosen on the validation split) {_mean(mixed, 'test_bpc'):.3f}.")
+                       f"chosen on the validation split) {no_cache}.")
     a5 = table.get(("defaults", 5))
     if a5:
         ba = _mean(a5, "test_bpc")
