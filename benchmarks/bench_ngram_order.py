@@ -12,6 +12,13 @@ n-gram's test BPC alone, and the network mixed with it as train.py mixes them
 both chosen on the validation split and scored on the test split.  The
 network is the run's own checkpoint, scored once.
 
+Then the cache of the text read so far (qrnn_lm.cache) on top of the
+mixture by context of ``--cache-order`` (default 8), for a few half-lives,
+its weights fitted on the validation split; and, with ``--samples N``, how
+often generated text repeats itself (the share of repeated character 4-grams
+in each sample) with and without the cache, beside the test text's own rate
+in windows of the samples' length.
+
 Printed and written to benchmarks/results/ngram_order.json (or --out).
 """
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from qrnn_lm import ngram  # noqa: E402
+from qrnn_lm import cache as cache_mod, ngram  # noqa: E402
 from qrnn_lm.data import eos_stream, load_split  # noqa: E402
 from qrnn_lm.lm import LanguageModel, bits_per_char  # noqa: E402
 from qrnn_lm.token_scores import token_losses  # noqa: E402
@@ -40,6 +47,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run", required=True, help="a trained run directory")
     ap.add_argument("--data", required=True, help="the prepared dataset the run trained on")
     ap.add_argument("--orders", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8, 10])
+    ap.add_argument("--cache-order", type=int, default=8, help="the n-gram order the cache rows use")
+    ap.add_argument("--half-lives", type=float, nargs="+", default=[10, 25, 50, 100, 200])
+    ap.add_argument("--samples", type=int, default=0, help="generate this many samples (150 tokens, seeds 0..N-1)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "ngram_order.json"))
     args = ap.parse_args(argv)
 
@@ -76,16 +86,74 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{order:5d}  {seconds:7.1f}  {row['ngrams'] / 1e6:6.2f}M  {size / 2 ** 20:6.0f}  "
               f"{row['ngram_test_bpc']:10.4f}  {row['mixed_test_bpc']:17.4f}  {row['mixed_by_context_test_bpc']:17.4f}")
+    cache_rows, samples = cache_rows_of(args, lm, train, splits, ids, network, bpc), None
+    if args.samples:
+        samples = repetition(args, lm, train, splits, ids, network)
     out = {"meta": {"command": "python benchmarks/bench_ngram_order.py " + " ".join(argv or sys.argv[1:]),
                     "run": os.path.basename(os.path.normpath(args.run)), "train_tokens": len(train_ids),
                     "network_test_bpc": bpc(network["test"]), "machine": platform.machine(),
                     "date": time.strftime("%Y-%m-%d")},
-           "rows": rows}
+           "rows": rows, "cache": cache_rows, "samples": samples}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {args.out}")
     return 0
+
+
+def _mixture(args, lm, train, splits, ids, network):
+    """The run's mixture rebuilt with the --cache-order n-gram, weights by context from valid; and the
+    per-token nats of each split without a cache."""
+    eos, V = lm.vocab.eos_id, len(lm.vocab)
+    kn = ngram.KneserNey(args.cache_order).fit(train, V)
+    scored = {n: kn.log_probs_and_bins(eos_stream(ids[n], eos)) for n in splits}
+    weight, table = ngram.best_weights(network["valid"], -scored["valid"][0], scored["valid"][1], kn.n_bins)
+    base = {n: ngram.mixed_nll(network[n], -scored[n][0], table[scored[n][1]]) for n in splits}
+    return ngram.Mixture(kn, weight, weights=table), base
+
+
+def cache_rows_of(args, lm, train, splits, ids, network, bpc) -> list:
+    eos, V = lm.vocab.eos_id, len(lm.vocab)
+    _, base = _mixture(args, lm, train, splits, ids, network)
+    rows = [{"half_life": None, "weights": None, "mixed_by_context_test_bpc": bpc(base["test"])}]
+    print(f"cache on the {args.cache_order}-gram mixture by context: none {rows[0]['mixed_by_context_test_bpc']:.4f}")
+    for hl in args.half_lives:
+        c = cache_mod.fit(base["valid"], eos_stream(ids["valid"], eos), V, hl)
+        rows.append({"half_life": hl, "weights": list(c.weights),
+                     "mixed_by_context_test_bpc": bpc(c.token_nll(eos_stream(ids["test"], eos), base["test"]))})
+        print(f"  half-life {hl:g}: weights {', '.join(f'{w:.3f}' for w in c.weights)}, test BPC "
+              f"{rows[-1]['mixed_by_context_test_bpc']:.4f}")
+    return rows
+
+
+def _repeated_4grams(text: str) -> float:
+    grams = [text[i:i + 4] for i in range(len(text) - 3)]
+    return 1 - len(set(grams)) / max(len(grams), 1)
+
+
+def repetition(args, lm, train, splits, ids, network) -> dict:
+    eos, V = lm.vocab.eos_id, len(lm.vocab)
+    mixture, base = _mixture(args, lm, train, splits, ids, network)
+    mixture.cache = cache_mod.fit(base["valid"], eos_stream(ids["valid"], eos), V)
+    lm.mixture = mixture
+    out = {}
+    for name, cache in (("without cache", None), ("with cache", mixture.cache)):
+        mixture.cache = cache
+        texts = [lm.generate("", max_tokens=150, seed=s) for s in range(args.samples)]
+        out[name] = float(np.mean([_repeated_4grams(t) for t in texts]))
+        out["characters"] = float(np.mean([len(t) for t in texts]))
+    with open(os.path.join(args.data, "test.meta.json"), encoding="utf-8") as f:
+        test = json.load(f).get("source") or ""   # the test split's text file
+    if os.path.isfile(test):
+        with open(test, encoding="utf-8") as f:
+            text = f.read()
+        n, rng = int(out["characters"]), np.random.default_rng(0)
+        if len(text) > n:
+            out["test text"] = float(np.mean([_repeated_4grams(text[i:i + n])
+                                              for i in rng.integers(0, len(text) - n, 200)]))
+    print("repeated character 4-grams per sample: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in out.items() if k != "characters") + f" ({out['characters']:.0f} characters)")
+    return out
 
 
 if __name__ == "__main__":

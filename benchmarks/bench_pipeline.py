@@ -212,17 +212,19 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
     peak, main_cpu, stop = [0, 0], {}, threading.Event()
+    main_anon = {"peak": 0}   # the prepare process's anonymous memory, highest since the last stage ended
 
     def sample():
         while not stop.wait(0.5):
             tree = _tree(proc.pid)
             peak[0] = max(peak[0], sum(t[2] for t in tree))
             peak[1] = max(peak[1], sum(t[4] for t in tree))
-            for _, parent, _, cpu, _ in tree:   # the prepare process: the wrapper's child
+            for _, parent, _, cpu, anon in tree:   # the prepare process: the wrapper's child
                 if parent == proc.pid:
                     main_cpu["last"] = cpu
+                    main_anon["peak"] = max(main_anon["peak"], anon)
     threading.Thread(target=sample, daemon=True).start()
-    events, log = {}, []
+    events, log, stage_anon, types = {}, [], {}, None
     for line in proc.stderr:
         t = time.perf_counter() - t0
         line = line.rstrip()
@@ -234,6 +236,10 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
             if line.startswith(head) and tail in line:
                 events[key] = t
                 events[key + "_main_cpu"] = main_cpu.get("last")
+                if key in ("train", "vocabulary", "done"):
+                    stage_anon[key], main_anon["peak"] = main_anon["peak"] / 2**20, 0
+        m = re.search(r"tokens, (\d+) \(word, POS\) types", line)
+        types = int(m.group(1)) if m else types
     res = json.loads(proc.stdout.read().strip().splitlines()[-1])
     proc.wait()
     stop.set()
@@ -248,6 +254,12 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
             "max_process_rss_mb": res["max_process_rss_mb"],
             "peak_tree_rss_mb": peak[0] / 2**20, "peak_tree_anon_rss_mb": peak[1] / 2**20,
             "main_process_cpu_s_during_extraction": events.get("extracted_main_cpu"),
+            # what grows with the dump: the prepare process's own memory, stage by stage (sampled every 0.5 s),
+            # and the distinct (word, POS) types of the train split it keeps a table of
+            "main_process_peak_anon_mb": {"extract+tokenize train": stage_anon.get("train"),
+                                          "vocabulary": stage_anon.get("vocabulary"),
+                                          "ids (train, valid, test)": stage_anon.get("done")},
+            "train_types": types,
             "stage_seconds": stages,
             "stage_share": {k: v / wall for k, v in stages.items()}, "log": log[-12:]}
 

@@ -55,8 +55,12 @@ class RecentCache:
         word, word_t = {}, {}          # decayed count of each token, and when it was last brought up to date
         pair, pair_t = {}, {}          # the same for pairs (u, w)
         ctx, ctx_t = {}, {}            # and for pairs starting with u
-        norm = 0.0
+        norm, window = 0.0, self.window
         for t in range(T):
+            if t and t % window == 0:   # forget what weighs < 2^-40: the tables hold one window's text
+                for table, when in ((word, word_t), (pair, pair_t), (ctx, ctx_t)):
+                    for key in [k for k, s in when.items() if t - s > window]:
+                        del table[key], when[key]
             tok = st[t]
             norm = norm * a + 1.0
             word[tok] = word.get(tok, 0.0) * a ** (t - word_t.get(tok, t)) + 1.0

@@ -107,9 +107,13 @@ def pipeline_lines(paths: list) -> list:
                 if not isinstance(r, dict):
                     continue
                 anon = r.get("peak_tree_anon_rss_mb")
+                stages = r.get("main_process_peak_anon_mb") or {}
+                main = " / ".join("–" if stages.get(k) is None else f"{stages[k]:.0f}"
+                                  for k in ("extract+tokenize train", "vocabulary", "ids (train, valid, test)"))
                 rows.append([form, w, f"{r['seconds']:.0f}", f"{r['cpu_seconds']:.0f}", f"{r['xml_mb_per_s']:.2f}",
                              f"{r['xml_mb_per_cpu_s']:.2f}", f"{r['max_process_rss_mb']:.0f}",
-                             f"{r['peak_tree_rss_mb']:.0f}", "–" if anon is None else f"{anon:.0f}",
+                             f"{r['peak_tree_rss_mb']:.0f}", "–" if anon is None else f"{anon:.0f}", main,
+                             "–" if r.get("train_types") is None else f"{r['train_types']:,}",
                              f"{100 * r['stage_share'].get('extract+tokenize train', 0):.0f}%"])
             if by.get("speedup_2_vs_1"):
                 L_speed = (f"- {form}: `--workers 2` is {by['speedup_2_vs_1']:.2f}× as fast as `--workers 1` "
@@ -118,6 +122,7 @@ def pipeline_lines(paths: list) -> list:
         L.append("")
         L.append(_table(["form", "workers", "wall s", "CPU s", "MB of XML per s", "MB of XML per CPU s",
                          "peak RSS MB (largest process)", "peak RSS MB (tree)", "peak anonymous MB (tree)",
+                         "prepare process peak anonymous MB: extract / vocabulary / ids", "train (word, POS) types",
                          "extract + tokenize share"], rows) + "\n")
         pr = d.get("projection")
         if pr:
