@@ -20,6 +20,8 @@ with (c1, c2) one pair where the phrase cache exists and (c1, 0) where it
 does not, chosen on the validation split (EM: the mixed loss is convex in
 the weights).  Every part is a distribution over the same outputs, so the
 result sums to 1 and exact P(word) = P(bucket) * P(word | bucket) holds.
+Both look back 40 half-lives (2,000 tokens); what is older weighs < 2^-40 and
+is forgotten, so the tables stay the size of that window on any text.
 """
 from __future__ import annotations
 
