@@ -394,7 +394,7 @@ def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
             by["scaling_efficiency"] = by["speedup_2_vs_1"] / 2
     result = {"python": platform.python_version(), "cores": os.cpu_count(),
               "load_average_at_start": load, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "size_mb_asked": args.size_mb,
+              "size_mb_asked": args.size_mb, "workers_asked": args.workers, "forms_asked": args.forms,
               "note": ("below the 1 GB the target names" if args.size_mb < 1000 else ""),
               "memory_note": "peak_tree_rss_mb sums the RSS of the processes, so pages the "
                              "forked workers share with the parent (the MeCab dictionary) count "

@@ -60,9 +60,9 @@ MIN_DISCOUNT = 0.01
 DEFAULT_ORDER = 5
 #: Up to this many training tokens the default order is LONG_ORDER: on
 #: ja-debian-docs (2.3M tokens) the 2-minute default network mixed with
-#: orders 3..10 scored 2.693, 2.662, 2.646, 2.633, 2.623, 2.617, 2.611 test BPC
-#: (benchmarks/results/ngram_order.json, weights by context); 8 is within
-#: 0.01 of 10 at 2/3 of its disk (ngram.npz: 137 MB, the 5-gram's 50 MB).
+#: orders 3..8, 10 scored 2.728, 2.691, 2.672, 2.659, 2.649, 2.642, 2.637 test
+#: BPC (benchmarks/results/ngram_order.json, weights by context, no cache); 8
+#: is within 0.01 of 10 at 2/3 of its disk (ngram.npz: 137 MB, the 5-gram's 50 MB).
 LONG_ORDER_MAX_TOKENS = 3_000_000
 LONG_ORDER = 8
 

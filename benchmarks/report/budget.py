@@ -29,7 +29,8 @@ def budget_section(result: dict, json_path: str, md_dir: str, rel: str) -> list:
              "Runs interleaved (each budget: every contender in turn); wall time includes validations, "
              "not start-up or the final evaluation.",
              "- Test BPC is exact over the text (rare words through their buckets); cells: test BPC "
-             "(steps, million tokens trained; for a run with its n-gram mixed in, the network's own BPC too).", *peer_notes(rows, meta), ""]
+             "(steps, million tokens trained; for a run with its n-gram mixed in, the network's own BPC too).",
+             *([f"- {meta['note']}"] if meta.get("note") else []), *peer_notes(rows, meta), ""]
             + budget_table(rows) + [""] + budget_findings(rows)
             + ["", f"![test BPC against budget]({rel}/bpc_vs_budget.png)", "",
                f"Per-run rows (commands, steps, tokens, load): [{link}]({link}).", ""])

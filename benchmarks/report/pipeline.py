@@ -95,7 +95,9 @@ def pipeline_lines(paths: list) -> list:
             continue
         dump = d.get("dump", {})
         load = d.get("load_average_at_start") or [0]
-        L.append(f"`{PIPELINE} --size-mb {d.get('size_mb_asked', 0):g}` (`{_rel(path)}`), {d.get('date')}, "
+        flags = "".join(f" --{k} {d[f'{k}_asked']}" for k in ("workers", "forms")
+                        if d.get(f"{k}_asked") not in (None, "1,2", "multistream,bz2"))
+        L.append(f"`{PIPELINE} --size-mb {d.get('size_mb_asked', 0):g}{flags}` (`{_rel(path)}`), {d.get('date')}, "
                  f"{d.get('cores')} cores, load average {load[0]:.1f} at the start: a generated dump of "
                  f"{dump.get('xml_bytes', 0) / 1e6:,.0f} MB of XML ({dump.get('articles', 0):,} articles, "
                  f"{dump.get('redirects', 0):,} redirects, {dump.get('other_ns', 0):,} pages of other namespaces); "
