@@ -224,7 +224,7 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
                     main_cpu["last"] = cpu
                     main_anon["peak"] = max(main_anon["peak"], anon)
     threading.Thread(target=sample, daemon=True).start()
-    events, log, stage_anon, types = {}, [], {}, None
+    events, log, stage_anon = {}, [], {}
     for line in proc.stderr:
         t = time.perf_counter() - t0
         line = line.rstrip()
@@ -238,8 +238,6 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
                 events[key + "_main_cpu"] = main_cpu.get("last")
                 if key in ("train", "vocabulary", "done"):
                     stage_anon[key], main_anon["peak"] = main_anon["peak"] / 2**20, 0
-        m = re.search(r"tokens, (\d+) \(word, POS\) types", line)
-        types = int(m.group(1)) if m else types
     res = json.loads(proc.stdout.read().strip().splitlines()[-1])
     proc.wait()
     stop.set()
@@ -247,6 +245,8 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
     if res["rc"] != 0 or "done" not in events:
         raise SystemExit("prepare failed:\n" + "\n".join(log[-20:]))
     ext, voc, done = events["extracted"], events["vocabulary"], events["done"]
+    with open(os.path.join(out, "train.meta.json"), encoding="utf-8") as f:
+        types = json.load(f).get("types")   # distinct (word, POS) types of the train split
     stages = {"extract+tokenize train": ext, "vocabulary": voc - events["train"],
               "ids (train, valid, test)": done - voc,
               "start, log, rename": wall - done + events["train"] - ext}

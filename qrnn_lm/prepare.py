@@ -209,7 +209,7 @@ def _write_train(train: _TrainTypes, vocab: Vocabulary, out: str, source: str) -
     bucket_tokens = int(sum(train.counts[g] for g in range(1, len(types))
                             if vocab.is_bucket(int(out_id[g]))))
     _write_meta(out, "train", int(train.counts.sum()), train.lines, train.chars, train.stats,
-                source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0)
+                source, vocab, bucket_tokens=bucket_tokens, unseen_tokens=0, types=len(types) - 1)
     if isinstance(train.stream, RawArray):
         train.stream.close()
     train.stream = None   # reads of the raw file, deleted by finish()
