@@ -189,6 +189,20 @@ def _tree(sid: int) -> list:
     return out
 
 
+def _pss_bytes(pid: str) -> int:
+    """Pss of a process: its resident pages, each shared page divided among
+    the processes that map it, so forked workers' pages shared with the main
+    process (copy-on-write) count once over the tree; 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _anon_bytes(pid: str) -> int:
     """RssAnon of a process: its resident memory less the file pages it maps
     (which the kernel can drop and reread), i.e. what the dump's size could
@@ -211,7 +225,7 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
-    peak, main_cpu, stop = [0, 0], {}, threading.Event()
+    peak, main_cpu, stop = [0, 0, 0], {}, threading.Event()
     main_anon = {"peak": 0}   # the prepare process's anonymous memory, highest since the last stage ended
 
     def sample():
@@ -219,6 +233,7 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
             tree = _tree(proc.pid)
             peak[0] = max(peak[0], sum(t[2] for t in tree))
             peak[1] = max(peak[1], sum(t[4] for t in tree))
+            peak[2] = max(peak[2], sum(_pss_bytes(str(t[0])) for t in tree))
             for _, parent, _, cpu, anon in tree:   # the prepare process: the wrapper's child
                 if parent == proc.pid:
                     main_cpu["last"] = cpu
@@ -253,6 +268,7 @@ def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:
     return {"seconds": wall, "cpu_seconds": res["cpu_seconds"],
             "max_process_rss_mb": res["max_process_rss_mb"],
             "peak_tree_rss_mb": peak[0] / 2**20, "peak_tree_anon_rss_mb": peak[1] / 2**20,
+            "peak_tree_pss_mb": peak[2] / 2**20,
             "main_process_cpu_s_during_extraction": events.get("extracted_main_cpu"),
             # what grows with the dump: the prepare process's own memory, stage by stage (sampled every 0.5 s),
             # and the distinct (word, POS) types of the train split it keeps a table of
@@ -400,7 +416,10 @@ def save(args, counts: dict, rows: dict, digests: dict, load) -> None:
                              "forked workers share with the parent (the MeCab dictionary) count "
                              "once per process; max_process_rss_mb is the largest process; "
                              "peak_tree_anon_rss_mb sums only anonymous memory (RssAnon): the "
-                             "file pages a process maps (a memory-mapped id stream) left out",
+                             "file pages a process maps (a memory-mapped id stream) left out; both "
+                             "count a page a forked worker shares with the main process once per "
+                             "process; peak_tree_pss_mb sums Pss, which splits each shared page among "
+                             "its processes: the memory the tree really holds",
               "dump": counts, "settings": "prepare defaults (--tokenizer mecab --rare "
               "pos+script --heldout 0.01) and " + args.prepare_args,
               "identical_outputs": len(set(digests.values())) == 1,
