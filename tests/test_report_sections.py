@@ -230,7 +230,26 @@ def test_pipeline_runs_are_read_off_every_bench_pipeline_file(tmp_path):
     text = "\n".join(pipeline_section(str(tmp_path)))
     assert "`python benchmarks/bench_pipeline.py --size-mb 1024`" in text
     assert "- multistream: `--workers 2` is 1.82× as fast as `--workers 1` (scaling efficiency 0.91)." in text
-    assert "| multistream | 2 | 550 | 1050 | 1.82 | 0.95 | 300 | 500 | 400 | 97% |" in text
+    assert "| multistream | 2 | 550 | 1050 | 1.82 | 0.95 | 300 | 500 | 400 | – | – / – / – | – | 97% |" in text
     assert "**1.5 h on 8 cores, 0.8 h on 16 cores**" in text
+    assert "What grows with the dump" not in text     # older files: no stage memory, no types
+    # newer files: the prepare process's memory by stage, the types, the tree's Pss; sizes side by side
+    grown = dict(row(2000, 4000, 900), peak_tree_pss_mb=450, train_types=500_000,
+                 main_process_peak_anon_mb={"extract+tokenize train": 200, "vocabulary": 380, "ids (train, valid, test)": 370})
+    write(tmp_path / "bench_pipeline_4096mb.json", {
+        "size_mb_asked": 4096, "workers_asked": "2", "forms_asked": "multistream", "date": "2026-01-02 05:06",
+        "cores": 2, "load_average_at_start": [0.2, 0, 0], "dump": {"xml_bytes": 4.0e9}, "settings": "defaults",
+        "identical_outputs": True, "runs": {"multistream": {"2": grown}}})
+    small = dict(row(550, 1050, 400), peak_tree_pss_mb=300, train_types=100_000,
+                 main_process_peak_anon_mb={"extract+tokenize train": 90, "vocabulary": 100, "ids (train, valid, test)": 150})
+    data = json.load(open(tmp_path / "bench_pipeline_1024mb.json"))
+    data["runs"]["multistream"]["2"] = small
+    write(tmp_path / "bench_pipeline_1024mb.json", data)
+    text = "\n".join(pipeline_section(str(tmp_path)))
+    assert "`python benchmarks/bench_pipeline.py --size-mb 4096 --workers 2 --forms multistream`" in text
+    assert "| multistream | 2 | 2000 | 4000 | 0.50 | 0.25 | 300 | 500 | 900 | 450 | 200 / 380 / 370 | 500,000 | 97% |" in text
+    growth = text[text.index("### What grows with the dump"):]
+    assert growth.index("| 1,000 | 2 | 100,000 | 150 | 400 | 300 |") < growth.index("| 4,000 | 2 | 500,000 | 380 | 900 | 450 |")
+    os.remove(tmp_path / "bench_pipeline_4096mb.json")
     os.remove(tmp_path / "bench_pipeline_1024mb.json")
     assert "no `benchmarks/results/bench_pipeline*.json`" in "\n".join(pipeline_section(str(tmp_path)))
