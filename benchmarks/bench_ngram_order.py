@@ -66,13 +66,15 @@ def main(argv=None) -> int:
     def bpc(nll):
         return bits_per_char(float(np.sum(nll)), rare, test.characters)
 
-    rows = []
+    rows, cache_kn = [], None
     print(f"network alone: test BPC {bpc(network['test']):.4f}")
     print("order  count s  n-grams  npz MB  n-gram BPC  mixed, one weight  mixed, by context")
     for order in args.orders:
         t0 = time.perf_counter()
         kn = ngram.KneserNey(order).fit(train, V)
         seconds = time.perf_counter() - t0
+        if order == args.cache_order:
+            cache_kn = kn   # the cache rows reuse it
         with tempfile.TemporaryDirectory() as tmp:
             ngram.save(tmp, kn, {})
             size = os.path.getsize(os.path.join(tmp, ngram.FILE))
@@ -86,9 +88,11 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{order:5d}  {seconds:7.1f}  {row['ngrams'] / 1e6:6.2f}M  {size / 2 ** 20:6.0f}  "
               f"{row['ngram_test_bpc']:10.4f}  {row['mixed_test_bpc']:17.4f}  {row['mixed_by_context_test_bpc']:17.4f}")
-    cache_rows, samples = cache_rows_of(args, lm, train, splits, ids, network, bpc), None
+    mixture, base = _mixture(lm, cache_kn or ngram.KneserNey(args.cache_order).fit(train, V), splits, ids,
+                             network)
+    cache_rows, samples = cache_rows_of(args, lm, ids, base, bpc), None
     if args.samples:
-        samples = repetition(args, lm, train, splits, ids, network)
+        samples = repetition(args, lm, ids, mixture, base)
     out = {"meta": {"command": "python benchmarks/bench_ngram_order.py " + " ".join(argv or sys.argv[1:]),
                     "run": os.path.basename(os.path.normpath(args.run)), "train_tokens": len(train_ids),
                     "network_test_bpc": bpc(network["test"]), "machine": platform.machine(),
@@ -101,20 +105,18 @@ def main(argv=None) -> int:
     return 0
 
 
-def _mixture(args, lm, train, splits, ids, network):
-    """The run's mixture rebuilt with the --cache-order n-gram, weights by context from valid; and the
-    per-token nats of each split without a cache."""
-    eos, V = lm.vocab.eos_id, len(lm.vocab)
-    kn = ngram.KneserNey(args.cache_order).fit(train, V)
+def _mixture(lm, kn, splits, ids, network):
+    """The run's mixture rebuilt with ``kn`` (the --cache-order n-gram), weights by context from valid; and
+    the per-token nats of each split without a cache."""
+    eos = lm.vocab.eos_id
     scored = {n: kn.log_probs_and_bins(eos_stream(ids[n], eos)) for n in splits}
     weight, table = ngram.best_weights(network["valid"], -scored["valid"][0], scored["valid"][1], kn.n_bins)
     base = {n: ngram.mixed_nll(network[n], -scored[n][0], table[scored[n][1]]) for n in splits}
     return ngram.Mixture(kn, weight, weights=table), base
 
 
-def cache_rows_of(args, lm, train, splits, ids, network, bpc) -> list:
+def cache_rows_of(args, lm, ids, base, bpc) -> list:
     eos, V = lm.vocab.eos_id, len(lm.vocab)
-    _, base = _mixture(args, lm, train, splits, ids, network)
     rows = [{"half_life": None, "weights": None, "mixed_by_context_test_bpc": bpc(base["test"])}]
     print(f"cache on the {args.cache_order}-gram mixture by context: none {rows[0]['mixed_by_context_test_bpc']:.4f}")
     for hl in args.half_lives:
@@ -131,9 +133,8 @@ def _repeated_4grams(text: str) -> float:
     return 1 - len(set(grams)) / max(len(grams), 1)
 
 
-def repetition(args, lm, train, splits, ids, network) -> dict:
+def repetition(args, lm, ids, mixture, base) -> dict:
     eos, V = lm.vocab.eos_id, len(lm.vocab)
-    mixture, base = _mixture(args, lm, train, splits, ids, network)
     mixture.cache = cache_mod.fit(base["valid"], eos_stream(ids["valid"], eos), V)
     lm.mixture = mixture
     out = {}

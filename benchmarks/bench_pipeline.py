@@ -189,32 +189,30 @@ def _tree(sid: int) -> list:
     return out
 
 
-def _pss_bytes(pid: str) -> int:
-    """Pss of a process: its resident pages, each shared page divided among
-    the processes that map it, so forked workers' pages shared with the main
-    process (copy-on-write) count once over the tree; 0 when unreadable."""
+def _kb_field(path: str, key: str) -> int:
+    """The ``key:`` line of a /proc file in bytes (its figure is in kB); 0 when unreadable."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _pss_bytes(pid: str) -> int:
+    """Pss of a process: its resident pages, each shared page divided among
+    the processes that map it, so forked workers' pages shared with the main
+    process (copy-on-write) count once over the tree."""
+    return _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def _anon_bytes(pid: str) -> int:
     """RssAnon of a process: its resident memory less the file pages it maps
     (which the kernel can drop and reread), i.e. what the dump's size could
-    make it need; 0 when unreadable."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    make it need."""
+    return _kb_field(f"/proc/{pid}/status", "RssAnon")
 
 
 def run_prepare(dump: str, out: str, workers: int, extra: list) -> dict:

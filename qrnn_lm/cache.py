@@ -160,6 +160,6 @@ def fit(base_nll: np.ndarray, stream: np.ndarray, vocab_size: int, half_life: fl
     w_has = _em([base[has], p1[has], p2[has]])
     cache.weights = (float(w_no[1]), float(w_has[1]), float(w_has[2]))
     with np.errstate(divide="ignore"):
-        if cache.token_nll(stream, base_nll).sum() > -np.log(base).sum():   # EM stopped short of no cache
+        if -np.log(cache.mix(base, p1, p2, has)).sum() > -np.log(base).sum():   # EM stopped short of no cache
             cache.weights = (0.0, 0.0, 0.0)
     return cache

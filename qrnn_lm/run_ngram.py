@@ -54,11 +54,12 @@ def count(run, clock=time.monotonic) -> float:
 
 def _nll(lm, split, eos_id: int, kn) -> tuple:
     """Per-token nats of the network (as ``evaluate`` scores it) and of the
-    n-gram, and each token's context class."""
+    n-gram, each token's context class, and the stream they predict."""
     ids = np.asarray(split.ids, dtype=np.int64)
     nn, _, _, _ = token_losses(lm, ids, top=0)
-    lp, bins = kn.log_probs_and_bins(eos_stream(ids, eos_id))
-    return nn, -lp, bins
+    stream = eos_stream(ids, eos_id)
+    lp, bins = kn.log_probs_and_bins(stream)
+    return nn, -lp, bins, stream
 
 
 def mix(run, network: dict) -> dict | None:
@@ -80,20 +81,19 @@ def mix(run, network: dict) -> dict | None:
                        device=run.device)
     eos = run.vocab.eos_id
     losses = {name: _nll(lm, run.splits[name], eos, kn) for name in network}
-    streams = {name: eos_stream(np.asarray(run.splits[name].ids, dtype=np.int64), eos) for name in network}
     cache = None
     if "valid" in losses:
-        weight, weights = ngram.best_weights(*losses["valid"], kn.n_bins)
+        nn, kl, bins, stream = losses["valid"]
+        weight, weights = ngram.best_weights(nn, kl, bins, kn.n_bins)
         source = "from the validation split"
-        nn, kl, bins = losses["valid"]
-        cache = fit_cache(ngram.mixed_nll(nn, kl, weights[bins]), streams["valid"], len(run.vocab))
+        cache = fit_cache(ngram.mixed_nll(nn, kl, weights[bins]), stream, len(run.vocab))
     else:
         weight, weights, source = 0.5, np.full(kn.n_bins, 0.5), "an even mix: no validation split"
     figures = {}
-    for name, (nn, kl, bins) in losses.items():
+    for name, (nn, kl, bins, stream) in losses.items():
         split, rare = run.splits[name], float(np.sum(run.splits[name].rare_logp, dtype=np.float64))
         mixed = ngram.mixed_nll(nn, kl, weights[bins])
-        cached = cache.token_nll(streams[name], mixed) if cache is not None else mixed
+        cached = cache.token_nll(stream, mixed) if cache is not None else mixed
         loss = float(cached.sum()) / max(len(nn), 1)
         figures[name] = {"loss": loss, "ppl": math.exp(min(loss, 700)), "tokens": len(nn),
                          "bpc": bits_per_char(float(cached.sum()), rare, split.characters),
